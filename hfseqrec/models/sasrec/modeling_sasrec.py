@@ -1,0 +1,208 @@
+"""SASRec: causal self-attention over a user's item sequence (Kang & McAuley, ICDM 2018).
+
+input_ids (B, L) item token ids -> hidden states (B, L, H) -> scores over the catalog (B, V) for
+the item that follows the last real position. With `labels` (B, L), -100 where there is no
+target, the loss is computed at the labelled positions only: (T, H) hidden states for T targets,
+never a (B, L, V) tensor.
+
+Deviations from the paper, all common in later work:
+- full softmax cross-entropy by default instead of BCE with one negative ("SASRec+",
+  Klenitskiy & Vasilev 2023); BCE, gBCE and sampled softmax remain selectable (`config.loss`);
+- positions are counted back from the most recent item (0 = last), so a history scores the same
+  however much padding surrounds it, left or right;
+- optional behaviour-type embeddings are added to the item embeddings.
+This file imports only torch and transformers: it is copied into every checkpoint.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import ModelOutput
+
+from .configuration_sasrec import SASRecConfig
+
+
+@dataclass
+class NextItemOutput(ModelOutput):
+    """loss: scalar when labels are given; logits: (B, V) next-item scores, specials at -inf."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+
+
+def positions_from_end(attention_mask):
+    """(B, L) 0/1 mask -> (B, L) position ids counting back from the last real item (0 = last)."""
+    return (attention_mask.flip(1).cumsum(1).flip(1) - 1).clamp(min=0)
+
+
+def last_real_index(attention_mask):
+    """(B, L) 0/1 mask -> (B,) index of the last real position, for left or right padding."""
+    return attention_mask.size(1) - 1 - attention_mask.flip(1).argmax(1)
+
+
+def next_item_loss(hidden, item_weight, labels, negative_ids, config):
+    """Loss at the labelled positions. hidden (T, H), labels (T,), item_weight (V, H).
+
+    negative_ids (N,) are sampled by the collator (models never sample) and shared by the batch.
+    """
+    specials = config.num_special_tokens
+    if config.loss == "ce":
+        logits = hidden @ item_weight[specials:].T  # (T, V - specials): specials are never targets
+        return F.cross_entropy(logits.float(), labels - specials)
+    if negative_ids is None:
+        raise ValueError(f"loss={config.loss!r} needs negative_ids from the collator")
+    positive = (hidden * item_weight[labels]).sum(-1)  # (T,)
+    negative = hidden @ item_weight[negative_ids].T  # (T, N)
+    hit = labels[:, None] == negative_ids[None, :]  # a sampled negative that is the target
+    if config.loss == "sampled_softmax":
+        # log-Q correction: uniform sampling of N negatives from the catalog, q = N / num_items.
+        log_q = math.log(negative_ids.numel() / (config.vocab_size - specials))
+        negative = (negative.float() - log_q).masked_fill(hit, float("-inf"))
+        logits = torch.cat([positive.float()[:, None], negative], dim=1)
+        return F.cross_entropy(logits, torch.zeros_like(labels))
+    # BCE and gBCE: gBCE raises the positive's probability to the power beta (Petrov & Macdonald
+    # 2023, eq. 8) to undo the overconfidence that negative sampling causes; t = 0 is plain BCE.
+    beta = 1.0
+    if config.loss == "gbce":
+        alpha = negative_ids.numel() / (config.vocab_size - specials - 1)
+        beta = alpha * (config.gbce_t * (1 - 1 / alpha) + 1 / alpha)
+    negative_loss = F.softplus(negative.float()).masked_fill(hit, 0.0).sum(-1)
+    return (beta * F.softplus(-positive.float()) + negative_loss).mean()
+
+
+class SASRecAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.dropout = config.attention_probs_dropout_prob
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden, mask):
+        b, t, _ = hidden.shape
+        q, k, v = self.qkv(hidden).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        # mask None -> SDPA's fused causal kernel; otherwise a (B, 1, L, L) boolean mask.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))  # (B, L, H)
+
+
+class SASRecLayer(nn.Module):
+    """Pre-LayerNorm Transformer block, as in the official SASRec code."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = SASRecAttention(config)
+        self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = nn.Sequential(nn.Linear(config.hidden_size, config.intermediate_size),
+                                 ACT2FN[config.hidden_act],
+                                 nn.Linear(config.intermediate_size, config.hidden_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden, mask):
+        hidden = hidden + self.dropout(self.attention(self.attention_norm(hidden), mask))
+        return hidden + self.dropout(self.mlp(self.mlp_norm(hidden)))
+
+
+class SASRecPreTrainedModel(PreTrainedModel):
+    config: SASRecConfig
+    config_class = SASRecConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["SASRecLayer"]
+
+    def _init_weights(self, module):
+        super()._init_weights(module)  # normal(0, initializer_range) for Linear/Embedding, zero padding row
+
+
+class SASRecModel(SASRecPreTrainedModel):
+    """The encoder: returns (B, L, H) hidden states."""
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__(config)
+        self.item_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.event_type_embeddings = (nn.Embedding(config.num_event_types, config.hidden_size, padding_idx=0)
+                                      if config.num_event_types else None)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.layers = nn.ModuleList(SASRecLayer(config) for _ in range(config.num_hidden_layers))
+        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.item_embeddings
+
+    def set_input_embeddings(self, value):
+        self.item_embeddings = value
+
+    def forward(self, input_ids, attention_mask=None, event_type_ids=None, **kwargs):
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
+        if input_ids.size(1) > self.config.max_position_embeddings:
+            raise ValueError(f"input length {input_ids.size(1)} exceeds max_position_embeddings "
+                             f"({self.config.max_position_embeddings}); keep the most recent items")
+        hidden = self.item_embeddings(input_ids) + self.position_embeddings(positions_from_end(attention_mask))
+        if self.event_type_embeddings is not None and event_type_ids is not None:
+            hidden = hidden + self.event_type_embeddings(event_type_ids)
+        hidden = self.dropout(hidden * attention_mask.unsqueeze(-1).to(hidden.dtype))
+        mask = self._attention_mask(attention_mask.bool())
+        for layer in self.layers:
+            hidden = layer(hidden, mask)
+        return BaseModelOutput(last_hidden_state=self.final_norm(hidden))
+
+    @staticmethod
+    def _attention_mask(real):
+        """(B, L) bool -> None when causality alone is enough, else a (B, 1, L, L) bool mask.
+
+        With no padding or right padding only, real positions never see a padded key under the
+        causal mask, so SDPA's fused `is_causal` kernel is exact and much faster than a 4-D mask.
+        """
+        if bool((real[:, 1:] <= real[:, :-1]).all()):
+            return None
+        length = real.size(1)
+        causal = torch.ones(length, length, dtype=torch.bool, device=real.device).tril()
+        mask = causal & real[:, None, None, :]
+        # A left-padded query sees only padding; let it see itself so softmax stays finite.
+        return mask | torch.eye(length, dtype=torch.bool, device=real.device)
+
+
+class SASRecForNextItemPrediction(SASRecPreTrainedModel):
+    """Encoder + item scorer tied to the item embeddings."""
+
+    _tied_weights_keys = {"head.weight": "model.item_embeddings.weight"}
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__(config)
+        self.model = SASRecModel(config)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.head
+
+    def set_output_embeddings(self, value):
+        self.head = value
+
+    def forward(self, input_ids, attention_mask=None, event_type_ids=None, labels=None, negative_ids=None, **kwargs):
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
+        hidden = self.model(input_ids, attention_mask, event_type_ids).last_hidden_state  # (B, L, H)
+        last = hidden[torch.arange(hidden.size(0), device=hidden.device), last_real_index(attention_mask)]
+        logits = self.head(last)  # (B, V)
+        logits[:, : self.config.num_special_tokens] = torch.finfo(logits.dtype).min
+        loss = None
+        if labels is not None:
+            target = labels != -100
+            loss = next_item_loss(hidden[target], self.head.weight, labels[target], negative_ids, self.config)
+        return NextItemOutput(loss=loss, logits=logits, last_hidden_state=hidden)
+
+
+__all__ = ["SASRecModel", "SASRecForNextItemPrediction", "SASRecPreTrainedModel"]

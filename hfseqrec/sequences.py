@@ -18,8 +18,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict, Features, List, Value, load_from_disk
-from datasets.utils.logging import disable_progress_bars
+from datasets import Dataset, DatasetDict, Features, List, Value, disable_progress_bars, load_from_disk
 
 from .errors import HfSeqRecError
 from .events import DROP_REASONS, FORMATS, Columns, clean, read_events

@@ -39,12 +39,12 @@ class NextItemOutput(ModelOutput):
 
 def positions_from_end(attention_mask):
     """(B, L) 0/1 mask -> (B, L) position ids counting back from the last real item (0 = last)."""
-    return (attention_mask.flip(1).cumsum(1).flip(1) - 1).clamp(min=0)
+    return (attention_mask.long().flip(1).cumsum(1).flip(1) - 1).clamp(min=0)
 
 
 def last_real_index(attention_mask):
     """(B, L) 0/1 mask -> (B,) index of the last real position, for left or right padding."""
-    return attention_mask.size(1) - 1 - attention_mask.flip(1).argmax(1)
+    return attention_mask.size(1) - 1 - attention_mask.long().flip(1).argmax(1)  # argmax rejects bool
 
 
 def next_item_loss(hidden, item_weight, labels, negative_ids, config):

@@ -33,7 +33,10 @@ def main(argv=None):
     module = importlib.import_module(COMMANDS[command][0])
     cmd_parser = argparse.ArgumentParser(prog=f"hfseqrec {command}", description=COMMANDS[command][1])
     module.add_arguments(cmd_parser)
-    args = cmd_parser.parse_args(argv[1:])
+    if getattr(module, "EXTRA_FLAGS", False):
+        args, args.overrides = cmd_parser.parse_known_args(argv[1:])
+    else:
+        args = cmd_parser.parse_args(argv[1:])
     try:
         return module.run(args) or 0
     except HfSeqRecError as err:

@@ -91,8 +91,10 @@ def read_events(inputs, fmt=None, columns=None):
                                 f"{tables[0].column_names}; all inputs need the same optional columns")
         tables.append(table)
         formats.append(file_fmt)
-    table = pa.concat_tables(tables).unify_dictionaries()
-    return table.combine_chunks(), formats, warnings
+    table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+    del tables
+    pa.default_memory_pool().release_unused()  # the CSV reader's scratch memory, before numpy takes over
+    return table, formats, warnings
 
 
 def _read_file(path, fmt, columns, warnings):
@@ -142,15 +144,25 @@ def _read_header(path, delimiter):
 
 
 def _read_delimited(path, delimiter, names, wanted, warnings, shown_delimiter):
-    read = pa_csv.ReadOptions(column_names=names, block_size=1 << 24)
+    read_options = pa_csv.ReadOptions(column_names=names, block_size=1 << 22)
     parse = pa_csv.ParseOptions(delimiter=delimiter, quote_char='"' if delimiter in ",\t" else False)
-    # Read IDs as dictionary strings (cheap for 20M rows) and time as text, parsed below: type
-    # inference on the first block would fail on a bad value further down the file.
-    types = {name: (pa.string() if role == "time" else DICT) for role, name in wanted.items()}
-    convert = pa_csv.ConvertOptions(column_types=types, include_columns=list(wanted.values()),
-                                    strings_can_be_null=True, null_values=[""])
-    table = _arrow_call(path, lambda: pa_csv.read_csv(path, read, parse, convert), shown_delimiter,
-                        header=names is None)
+
+    def read(time_type):
+        # IDs as dictionary strings: a 20M-row log holds one int32 code per row, not 20M strings.
+        types = {name: (time_type if role == "time" else DICT) for role, name in wanted.items()}
+        convert = pa_csv.ConvertOptions(column_types=types, include_columns=list(wanted.values()),
+                                        strings_can_be_null=True, null_values=[""])
+        return pa_csv.read_csv(path, read_options, parse, convert)
+
+    def read_any_time():
+        try:
+            return read(pa.int64())  # the usual case: integer epoch times, no text copy of the column
+        except pa.ArrowInvalid as err:
+            if "time" not in wanted or "conversion error" not in str(err):
+                raise
+            return read(pa.string())  # ISO-8601 strings or bad values: parsed in _parse_time
+
+    table = _arrow_call(path, read_any_time, shown_delimiter, header=names is None)
     return _standardise(table, wanted, path, warnings, line_offset=0 if names else 1, unit="line")
 
 

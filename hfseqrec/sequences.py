@@ -91,17 +91,20 @@ def _ranked_vocabulary(codes, names):
 def _leave_one_out(events, input_ids, event_ids):
     """Sorted events -> DatasetDict(train, validation, test) and the full sequence lengths."""
     users = events.users
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    lengths = np.diff(np.r_[starts, len(users)])
-    position = np.arange(len(users)) - np.repeat(starts, lengths)  # 0-based index within the user
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]).astype(np.int32)
+    lengths = np.diff(np.r_[starts, len(users)]).astype(np.int32)
+    # int32 throughout: these arrays have one entry per event (20M events -> 80 MB each)
+    position = np.arange(len(users), dtype=np.int32) - np.repeat(starts, lengths)  # 0-based, per user
+    to_end = np.repeat(lengths, lengths) - position  # 1 for a user's last event, 2 for the one before
     times = events.timestamps if events.has_time else position
-    columns = {"input_ids": input_ids.astype(np.int32), "event_type_ids": event_ids.astype(np.int32),
-               "timestamps": times.astype(np.int64)}
+    columns = {"input_ids": input_ids.astype(np.int32, copy=False),
+               "event_type_ids": event_ids.astype(np.int32, copy=False),
+               "timestamps": times.astype(np.int64, copy=False)}
     user_id = events.user_names.take(pa.array(users[starts])).cast(pa.string())
 
     def prefixes(cut):
         """Each user's sequence without its last `cut` events, as list columns."""
-        keep = position < np.repeat(lengths - cut, lengths)
+        keep = to_end > cut
         offsets = pa.array(np.r_[0, np.cumsum(lengths - cut)].astype(np.int32))
         return {name: pa.ListArray.from_arrays(offsets, values[keep]) for name, values in columns.items()}
 

@@ -12,6 +12,7 @@ over rows, except to find the line number of a malformed row after pyarrow has r
 
 import csv
 import gzip
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -176,6 +177,8 @@ def _arrow_call(path, read, delimiter, header=False):
             raise HfSeqRecError(f"{path}: empty file") from None
         if "Expected" in message and "columns" in message and delimiter:
             raise HfSeqRecError(_find_bad_row(path, delimiter, header)) from None
+        if "JSON parse error" in message:
+            message = _find_bad_json_line(path) or message
         raise HfSeqRecError(f"{path}: {message}") from None
 
 
@@ -194,6 +197,19 @@ def _find_bad_row(path, delimiter, header):
                 return (f"{path}: line {number}: expected {expected} fields separated by {delimiter!r}, "
                         f"got {len(fields)}: {shown[:80]!r}")
     return f"{path}: rows with different numbers of fields"
+
+
+def _find_bad_json_line(path):
+    """Error path only: pyarrow counts JSON rows within a block, so find the bad line ourselves."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                if line.strip():
+                    json.loads(line)
+            except ValueError as err:
+                return f"line {number}: not a JSON object ({err.args[0].split(':')[0]}): {line.strip()[:80]!r}"
+    return None
 
 
 def _standardise(table, wanted, path, warnings, line_offset, unit):

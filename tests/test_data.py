@@ -212,6 +212,8 @@ def bad_inputs(tmp_path):
                               "line 3: expected 3 fields"),
         "no valid time": ([write_text(tmp_path / "c.csv", [good, "u1,i1,abc", "u1,i2,later"])],
                           "line 2, column 'timestamp': cannot parse time 'abc'"),
+        "bad json line": ([write_text(tmp_path / "g.jsonl", ['{"user_id": "u1", "item_id": "a"}', '{"user_id": '])],
+                          "g.jsonl: line 2: not a JSON object"),
         "empty file": ([write_text(tmp_path / "d.csv", [])], "d.csv: empty file"),
         "header only": ([write_text(tmp_path / "e.csv", [good])], "e.csv: no rows"),
         "all filtered": ([write_text(tmp_path / "f.csv", [good, "u1,i1,1", "u1,i2,2"])], "no events left"),

@@ -100,10 +100,14 @@ def read_events(inputs, fmt=None, columns=None):
 
 def _read_file(path, fmt, columns, warnings):
     if fmt == "parquet":
-        source = pa.BufferReader(gzip.open(path).read()) if path.endswith(".gz") else path
-        names = pq.read_schema(source).names
+        data = gzip.open(path).read() if path.endswith(".gz") else None
+
+        def source():
+            return pa.BufferReader(data) if data is not None else path
+
+        names = _arrow_call(path, lambda: pq.read_schema(source()).names, "")
         wanted = _wanted_columns(path, names, columns)
-        table = pq.read_table(source, columns=list(wanted.values()))
+        table = _arrow_call(path, lambda: pq.read_table(source(), columns=list(wanted.values())), "")
         return _standardise(table, wanted, path, warnings, line_offset=0, unit="row")
     if fmt == "jsonl":
         table = _arrow_call(path, lambda: pa_json.read_json(path), "")

@@ -1,16 +1,20 @@
 """Checkpoint stage: a trained model as a complete, self-describing Hugging Face folder.
 
 model + vocabularies + run configuration + metrics -> DIR with config.json, model.safetensors,
-the model's code files (for `trust_remote_code`), the item vocabulary (tokenizer files),
-event_vocab.json, training_config.json and metrics.json. Nothing is pickled.
+the model's code files (for `trust_remote_code`), the pipeline's code file and its entry in
+config.json's `custom_pipelines` (so `pipeline(model=DIR, trust_remote_code=True)` works without
+hfseqrec), the item vocabulary (tokenizer files), event_vocab.json, training_config.json,
+and metrics.json. Nothing is pickled.
 """
 
 import json
 import os
 
 from transformers import AutoModel
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.pipelines import PIPELINE_REGISTRY
 
-from . import MODEL_FAMILIES
+from . import MODEL_FAMILIES, PIPELINE_TASK
 from .errors import HfSeqRecError
 
 TRAINING_CONFIG_FILE = "training_config.json"
@@ -20,7 +24,14 @@ METRICS_FILE = "metrics.json"
 def save_checkpoint(model, out_dir, items, events, training_config=None, metrics=None):
     """Write the model with everything needed to use it without the training data."""
     os.makedirs(out_dir, exist_ok=True)
+    # What Pipeline.save_pretrained does, without building a pipeline (which would move the model).
+    task = PIPELINE_REGISTRY.supported_tasks[PIPELINE_TASK]
+    pipeline_class = task["impl"]
+    model.config.custom_pipelines = {PIPELINE_TASK: {
+        "impl": f"{pipeline_class.__module__.rsplit('.', 1)[-1]}.{pipeline_class.__name__}",
+        "pt": [auto_class.__name__ for auto_class in task["pt"]]}}
     model.save_pretrained(out_dir)
+    custom_object_save(pipeline_class, out_dir)  # copies pipeline_hfseqrec.py flat into out_dir
     items.save_pretrained(out_dir)
     events.save(out_dir)
     for name, content in ((TRAINING_CONFIG_FILE, training_config), (METRICS_FILE, metrics)):

@@ -4,7 +4,7 @@ model + vocabularies + run configuration + metrics -> DIR with config.json, mode
 the model's code files (for `trust_remote_code`), the pipeline's code file and its entry in
 config.json's `custom_pipelines` (so `pipeline(model=DIR, trust_remote_code=True)` works without
 hfseqrec), the item vocabulary (tokenizer files), event_vocab.json, training_config.json,
-and metrics.json. Nothing is pickled.
+metrics.json and, when metrics are given, the model card README.md. Nothing is pickled.
 """
 
 import json
@@ -38,6 +38,10 @@ def save_checkpoint(model, out_dir, items, events, training_config=None, metrics
         if content is not None:
             with open(os.path.join(out_dir, name), "w") as f:
                 json.dump(content, f, indent=2)
+    if metrics is not None:
+        from .model_card import write_model_card
+
+        write_model_card(out_dir, model.config, metrics, training_config, model.num_parameters())
 
 
 def load_checkpoint(path, **kwargs):

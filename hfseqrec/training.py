@@ -119,10 +119,10 @@ def train(run):
             loss_sum += loss.item()
         state.epoch = epoch + 1
         seconds = time.time() - epoch_start
+        tokens = accelerator.gather(torch.tensor([tokens], device=accelerator.device)).tolist()  # per process
         record = {"epoch": state.epoch, "step": state.step, "train_loss": loss_sum / len(train_loader),
-                  "lr": scheduler.get_last_lr()[0], "epoch_seconds": seconds,
-                  "train_tokens_per_second": tokens * accelerator.num_processes / seconds,
-                  "elapsed_seconds": time.time() - start}
+                  "lr": scheduler.get_last_lr()[0], "epoch_seconds": seconds, "train_tokens": tokens,
+                  "train_tokens_per_second": sum(tokens) / seconds, "elapsed_seconds": time.time() - start}
         if state.epoch % run.eval_every == 0 or state.epoch == run.num_epochs:
             metrics = evaluate_model(accelerator.unwrap_model(model), data, "validation", accelerator, run.ks,
                                      run.exclude_seen, run.eval_batch_size, with_popularity=False)

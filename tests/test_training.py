@@ -250,3 +250,12 @@ def test_resume_with_nothing_to_resume(capsys, tmp_path, data_dir):
     err = one_line_error(capsys, ["train", "--config", TINY, "--data", data_dir,
                                   "--output_dir", str(tmp_path / "fresh"), "--resume"])
     assert "nothing to resume" in err
+
+
+@pytest.mark.parametrize("recipe", sorted(f for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".yaml")))
+def test_every_recipe_is_a_valid_run_config_headed_by_its_command(recipe):
+    path = os.path.join(ROOT, "configs", recipe)
+    text = open(path).read()
+    assert text.startswith("#") and "Command:" in text and "Reached:" in text
+    run = load_run_config(path, ["--data", "somewhere"])
+    assert run.model_type in ("sasrec", "bert4rec", "gru4rec")

@@ -16,7 +16,7 @@ def reference_sasrec(model, input_ids):
     real = input_ids != config.pad_token_id
     positions = torch.stack([torch.tensor([int(real[b, t + 1:].sum()) for t in range(input_ids.size(1))])
                              for b in range(input_ids.size(0))])
-    h = (m.item_embeddings(input_ids) + m.position_embeddings(positions)) * real[..., None]
+    h = (m.item_embeddings(input_ids) * math.sqrt(config.hidden_size) + m.position_embeddings(positions)) * real[..., None]
     length = input_ids.size(1)
     allowed = torch.ones(length, length, dtype=torch.bool).tril() & real[:, None, :]
     allowed |= torch.eye(length, dtype=torch.bool)

@@ -16,6 +16,8 @@ class BERT4RecConfig(PreTrainedConfig):
     vocab_size: items + special tokens (`num_special_tokens` ids at the start: [PAD], [MASK], [UNK]).
     max_position_embeddings: the longest history the model reads; longer ones are cut from the left.
     num_event_types: size of the behaviour-type vocabulary (0 = no behaviour-type embeddings).
+    scale_embedding: multiply item embeddings by sqrt(hidden_size) at the input (SASRec's own
+        code does), so the item signal is not drowned by position embeddings at init.
     mask_probability: share of positions the training collator replaces by [MASK] (cloze task);
         the model never masks by itself.
     loss: "ce" (full softmax cross-entropy), "sampled_softmax" (log-Q corrected, `num_negatives`
@@ -45,6 +47,7 @@ class BERT4RecConfig(PreTrainedConfig):
     gbce_t: float | int = 0.75
     mask_probability: float | int = 0.2
     is_causal: bool = False
+    scale_embedding: bool = True
     tie_word_embeddings: bool = True
 
     def validate_hfseqrec(self):

@@ -20,6 +20,8 @@ class GRU4RecConfig(PreTrainedConfig):
     max_position_embeddings: the longest history the model reads (no position embeddings; the
         name is shared with the Transformer configs so every tool reads one field).
     num_event_types: size of the behaviour-type vocabulary (0 = no behaviour-type embeddings).
+    scale_embedding: multiply item embeddings by sqrt(hidden_size) at the input (SASRec's own
+        code does), so the item signal is not drowned by position embeddings at init.
     loss: "ce", "sampled_softmax", "bce" or "gbce" (see SASRecConfig).
     """
 
@@ -40,6 +42,7 @@ class GRU4RecConfig(PreTrainedConfig):
     num_negatives: int = 256
     gbce_t: float | int = 0.75
     is_causal: bool = True
+    scale_embedding: bool = True
     tie_word_embeddings: bool = True
 
     def validate_hfseqrec(self):

@@ -94,6 +94,8 @@ class GRU4RecModel(GRU4RecPreTrainedModel):
     def __init__(self, config: GRU4RecConfig):
         super().__init__(config)
         self.item_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        # The scorer is tied to these embeddings: scaling the input only keeps initial logits small.
+        self.embedding_scale = config.hidden_size**0.5 if config.scale_embedding else 1.0
         self.event_type_embeddings = (nn.Embedding(config.num_event_types, config.hidden_size, padding_idx=0)
                                       if config.num_event_types else None)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -114,7 +116,7 @@ class GRU4RecModel(GRU4RecPreTrainedModel):
         # A recurrence that reads left padding first would carry it into its state. Move the real
         # items to the front (stable sort keeps their order), run, then put outputs back in place.
         order = torch.sort((attention_mask == 0).to(torch.uint8), dim=1, stable=True).indices  # (B, L)
-        hidden = self.item_embeddings(input_ids.gather(1, order))
+        hidden = self.item_embeddings(input_ids.gather(1, order)) * self.embedding_scale
         if self.event_type_embeddings is not None and event_type_ids is not None:
             hidden = hidden + self.event_type_embeddings(event_type_ids.gather(1, order))
         hidden, _ = self.rnn(self.dropout(hidden))

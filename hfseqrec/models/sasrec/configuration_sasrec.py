@@ -16,6 +16,8 @@ class SASRecConfig(PreTrainedConfig):
     vocab_size: items + special tokens (`num_special_tokens` ids at the start: [PAD], [MASK], [UNK]).
     max_position_embeddings: the longest history the model reads; longer ones are cut from the left.
     num_event_types: size of the behaviour-type vocabulary (0 = no behaviour-type embeddings).
+    scale_embedding: multiply item embeddings by sqrt(hidden_size) at the input (SASRec's own
+        code does), so the item signal is not drowned by position embeddings at init.
     loss: "ce" (full softmax cross-entropy), "sampled_softmax" (log-Q corrected, `num_negatives`
         uniform negatives), "bce" (binary cross-entropy with negatives) or "gbce" (Petrov &
         Macdonald 2023, calibrated by `gbce_t`).
@@ -42,6 +44,7 @@ class SASRecConfig(PreTrainedConfig):
     num_negatives: int = 256
     gbce_t: float | int = 0.75
     is_causal: bool = True
+    scale_embedding: bool = True
     tie_word_embeddings: bool = True
 
     def validate_hfseqrec(self):

@@ -129,6 +129,8 @@ class SASRecModel(SASRecPreTrainedModel):
     def __init__(self, config: SASRecConfig):
         super().__init__(config)
         self.item_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        # The scorer is tied to these embeddings: scaling the input only keeps initial logits small.
+        self.embedding_scale = config.hidden_size**0.5 if config.scale_embedding else 1.0
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.event_type_embeddings = (nn.Embedding(config.num_event_types, config.hidden_size, padding_idx=0)
                                       if config.num_event_types else None)
@@ -149,7 +151,8 @@ class SASRecModel(SASRecPreTrainedModel):
         if input_ids.size(1) > self.config.max_position_embeddings:
             raise ValueError(f"input length {input_ids.size(1)} exceeds max_position_embeddings "
                              f"({self.config.max_position_embeddings}); keep the most recent items")
-        hidden = self.item_embeddings(input_ids) + self.position_embeddings(positions_from_end(attention_mask))
+        hidden = (self.item_embeddings(input_ids) * self.embedding_scale
+                  + self.position_embeddings(positions_from_end(attention_mask)))
         if self.event_type_embeddings is not None and event_type_ids is not None:
             hidden = hidden + self.event_type_embeddings(event_type_ids)
         hidden = self.dropout(hidden * attention_mask.unsqueeze(-1).to(hidden.dtype))

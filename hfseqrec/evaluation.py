@@ -103,6 +103,7 @@ def run(args):
     from .checkpoint import load_checkpoint
     from .errors import HfSeqRecError
     from .sequences import load_prepared
+    from .vocabulary import ItemVocabulary
 
     try:
         ks = tuple(int(k) for k in args.ks.split(","))
@@ -112,10 +113,10 @@ def run(args):
         raise HfSeqRecError(f"--ks: cut-offs must be >= 1, got {args.ks!r}")
     model = load_checkpoint(args.model)
     data, items, _ = load_prepared(args.data)
-    if len(items) != model.config.vocab_size:
-        raise HfSeqRecError(f"{args.data}: item vocabulary has {len(items)} tokens but the model in "
-                            f"{args.model} has vocab_size {model.config.vocab_size}; prepare the data with the "
-                            "model's vocabulary")
+    # Token ids only mean the same items when both sides use one vocabulary.
+    if items.tokenizer.get_vocab() != ItemVocabulary.from_pretrained(args.model).tokenizer.get_vocab():
+        raise HfSeqRecError(f"{args.data}: its item vocabulary differs from the one in {args.model}; "
+                            "evaluate on the data the model was trained with")
     metrics = evaluate_model(model, data, args.split, ks=ks, exclude_seen=not args.keep_seen,
                              batch_size=args.batch_size)
     print(json.dumps({"split": args.split, **metrics}, indent=2))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -201,8 +202,16 @@ def test_two_real_processes_train_and_save_once(data_dir, tmp_path):
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port(),
            "-m", "hfseqrec", "train", "--config", TINY, "--data", data_dir, "--output_dir", str(out),
            "--num_epochs", "2"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # Own process group: on a hang, SIGABRT every rank so faulthandler prints where each one waits.
+    proc = subprocess.Popen(cmd, env={**env, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGABRT)
+        _, stderr = proc.communicate()
+        pytest.fail("two-process training hung:\n" + stderr[-6000:])
+    assert proc.returncode == 0, stderr[-3000:]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 2  # written once, by the main process
     assert all(len(r["train_tokens"]) == 2 and min(r["train_tokens"]) > 0 for r in log)  # both ranks trained
@@ -259,3 +268,10 @@ def test_every_recipe_is_a_valid_run_config_headed_by_its_command(recipe):
     assert text.startswith("#") and "Command:" in text and "Reached:" in text
     run = load_run_config(path, ["--data", "somewhere"])
     assert run.model_type in ("sasrec", "bert4rec", "gru4rec")
+
+
+def test_evaluating_on_data_with_another_vocabulary_is_refused(capsys, trained, tmp_path):
+    out, _ = trained
+    write(generate(users=60, items=30, events_per_user_mean=10, seed=9), str(tmp_path / "other.csv"))
+    prepare([str(tmp_path / "other.csv")], str(tmp_path / "other"), min_item_interactions=2)
+    assert "vocabulary" in one_line_error(capsys, ["evaluate", "--model", str(out), "--data", str(tmp_path / "other")])

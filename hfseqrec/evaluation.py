@@ -33,10 +33,13 @@ def eval_loader(split, config, batch_size=256, accelerator=None):
     if accelerator is not None and accelerator.num_processes > 1:
         split = split.shard(accelerator.num_processes, accelerator.process_index, contiguous=True)
     rows = split.with_format("numpy", columns=["input_ids", "event_type_ids", "label"])
-    return DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=EvalCollator(config))
+    # Users in order of history length: a batch then holds similar lengths and little padding.
+    # Metrics are means over users, so the order does not change them.
+    longest_first = np.argsort([-len(x) for x in split["input_ids"]], kind="stable").tolist()
+    return DataLoader(rows, batch_size=batch_size, sampler=longest_first, collate_fn=EvalCollator(config))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_scores(score_fn, loader, accelerator=None, ks=DEFAULT_KS, exclude_seen=True, num_items=None,
                     num_special_tokens=3, device="cpu"):
     """score_fn(batch) -> (B, V) scores. Returns the metrics dict over every user in `loader`."""

@@ -42,12 +42,19 @@ def metrics_from_ranks(ranks, ks=DEFAULT_KS):
 
 
 def top_k_items(scores, k, exclude=None):
-    """scores (B, V), exclude (B, S) -> (B, k) ids of the best items; ties go to the lower id."""
+    """scores (B, V), exclude (B, S) -> (B, k) ids of the best items, best first.
+
+    Among the chosen items equal scores are ordered by id; which of several items tied at the k-th
+    place gets in is up to `torch.topk` (deterministic for a given row). A full sort of the
+    catalog would settle that too, at O(V log V) per user instead of O(V).
+    """
     scores = scores.float().clone()
     if exclude is not None:
         scores.scatter_(1, exclude, float("-inf"))
-    # A stable descending sort makes the choice among equal scores deterministic.
-    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    values, ids = scores.topk(min(k, scores.size(1)), dim=1)
+    ids, by_id = ids.sort(dim=1)
+    order = values.gather(1, by_id).sort(dim=1, descending=True, stable=True).indices
+    return ids.gather(1, order)
 
 
 def coverage(top_items, num_items, num_special_tokens=0):

@@ -274,4 +274,5 @@ def test_evaluating_on_data_with_another_vocabulary_is_refused(capsys, trained, 
     out, _ = trained
     write(generate(users=60, items=30, events_per_user_mean=10, seed=9), str(tmp_path / "other.csv"))
     prepare([str(tmp_path / "other.csv")], str(tmp_path / "other"), min_item_interactions=2)
+    capsys.readouterr()  # prepare's own progress output
     assert "vocabulary" in one_line_error(capsys, ["evaluate", "--model", str(out), "--data", str(tmp_path / "other")])

@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from transformers.utils import logging as transformers_logging
+
 from .errors import HfSeqRecError
 
 # subcommand -> (module, one-line help), in data-flow order
@@ -31,6 +33,8 @@ def main(argv=None):
     # Parse only the command name first, then let its module define the rest of the flags.
     command = parser.parse_args(argv[:1]).command if argv else parser.parse_args(argv).command
     module = importlib.import_module(COMMANDS[command][0])
+    # Per-file loading/saving bars would bury the one line that matters (a result or an error).
+    transformers_logging.disable_progress_bar()
     cmd_parser = argparse.ArgumentParser(prog=f"hfseqrec {command}", description=COMMANDS[command][1])
     module.add_arguments(cmd_parser)
     if getattr(module, "EXTRA_FLAGS", False):

@@ -114,8 +114,8 @@ def run(args):
         raise HfSeqRecError(f"--ks: expected comma-separated integers, got {args.ks!r}") from None
     if not ks or min(ks) < 1:
         raise HfSeqRecError(f"--ks: cut-offs must be >= 1, got {args.ks!r}")
-    model = load_checkpoint(args.model)
     data, items, _ = load_prepared(args.data)
+    model = load_checkpoint(args.model)
     # Token ids only mean the same items when both sides use one vocabulary.
     if items.tokenizer.get_vocab() != ItemVocabulary.from_pretrained(args.model).tokenizer.get_vocab():
         raise HfSeqRecError(f"{args.data}: its item vocabulary differs from the one in {args.model}; "

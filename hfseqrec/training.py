@@ -59,6 +59,7 @@ class TrainState:
 
     def __init__(self):
         self.epoch, self.step, self.best_ndcg, self.evals_without_gain = 0, 0, -1.0, 0
+        self.train_seconds = 0.0  # summed over resumed runs, evaluation excluded
 
     def state_dict(self):
         return dict(vars(self))
@@ -119,6 +120,7 @@ def train(run):
             loss_sum += loss.item()
         state.epoch = epoch + 1
         seconds = time.time() - epoch_start
+        state.train_seconds += seconds
         tokens = accelerator.gather(torch.tensor([tokens], device=accelerator.device)).tolist()  # per process
         record = {"epoch": state.epoch, "step": state.step, "train_loss": loss_sum / len(train_loader),
                   "lr": scheduler.get_last_lr()[0], "epoch_seconds": seconds, "train_tokens": tokens,
@@ -152,7 +154,7 @@ def train(run):
     best = load_checkpoint(run.output_dir)
     results = {split: evaluate_model(best, data, split, accelerator, run.ks, run.exclude_seen,
                                      run.eval_batch_size) for split in ("validation", "test")}
-    results.update(epochs=state.epoch, train_seconds=time.time() - start, dataset=data_summary(run.data))
+    results.update(epochs=state.epoch, train_seconds=state.train_seconds, dataset=data_summary(run.data))
     if accelerator.is_main_process:
         save_checkpoint(best, run.output_dir, items, events, effective, results)
     accelerator.end_training()

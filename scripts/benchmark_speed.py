@@ -75,7 +75,10 @@ parser.add_argument("--format", default="sasrec")
 parser.add_argument("--steps", type=int, default=8, help="timed training steps per family (batch 128)")
 parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
 parser.add_argument("--families", default=",".join(FAMILIES))
+parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
 args = parser.parse_args()
+if args.threads:
+    torch.set_num_threads(args.threads)
 
 folder = tempfile.mkdtemp(prefix="hfseqrec-speed-")
 prepare([args.data], folder, format=args.format)

@@ -93,4 +93,6 @@ def run(args):
     if titles is not None:
         for item in recommendations:
             item["title"] = titles.get(str(item["item_id"]))
+    if pipe.item_id_type == "int":  # echo the history in the catalog's own ID type, like the results
+        history = [int(h) if h.lstrip("-").isdigit() else h for h in history]
     print(json.dumps({"history": history, "recommendations": recommendations}, indent=2, ensure_ascii=False))

@@ -126,6 +126,8 @@ def train(run):
                   "lr": scheduler.get_last_lr()[0], "epoch_seconds": seconds, "train_tokens": tokens,
                   "train_tokens_per_second": sum(tokens) / seconds, "elapsed_seconds": time.time() - start}
         if state.epoch % run.eval_every == 0 or state.epoch == run.num_epochs:
+            # Validation runs under the training precision (accelerate's autocast wrapper stays on the
+            # model: removing it would remove it for training too); the final figures below are fp32.
             metrics = evaluate_model(accelerator.unwrap_model(model), data, "validation", accelerator, run.ks,
                                      run.exclude_seen, run.eval_batch_size, with_popularity=False)
             record.update({f"validation/{k}": v for k, v in metrics.items() if "@" in k})

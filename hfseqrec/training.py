@@ -86,8 +86,11 @@ def train(run):
     train_loader = DataLoader(train_rows, batch_sampler=batches, collate_fn=collator)
     optimizer = torch.optim.AdamW(model.parameters(), lr=run.learning_rate, weight_decay=run.weight_decay,
                                   betas=(0.9, 0.98))
-    steps_per_epoch = math.ceil(len(batches) / accelerator.num_processes / run.gradient_accumulation_steps)
-    scheduler = get_scheduler(run.lr_scheduler_type, optimizer, num_warmup_steps=run.warmup_steps,
+    # accelerate steps a prepared scheduler once per process for every optimizer step, so the
+    # schedule is counted in per-process batches: warm-up `warmup_steps` optimizer steps either way.
+    steps_per_epoch = math.ceil(len(batches) / run.gradient_accumulation_steps)
+    scheduler = get_scheduler(run.lr_scheduler_type, optimizer,
+                              num_warmup_steps=run.warmup_steps * accelerator.num_processes,
                               num_training_steps=run.num_epochs * steps_per_epoch)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     state = TrainState()

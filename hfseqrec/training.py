@@ -22,12 +22,12 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from . import MODEL_FAMILIES
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_json, save_checkpoint
 from .collators import training_collator
 from .errors import HfSeqRecError
 from .evaluation import evaluate_model
 from .run_config import build_model_config, load_run_config
-from .sequences import load_prepared
+from .sequences import REPORT_FILE, load_prepared
 
 
 class LengthGroupedBatches:
@@ -179,11 +179,7 @@ def resume_from(accelerator, output_dir):
 
 def data_summary(data_dir):
     """The prepare report's statistics, for the metrics file and the model card."""
-    path = os.path.join(data_dir, "prepare_report.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        report = json.load(f)
+    report = read_json(data_dir, REPORT_FILE) or {}
     return {k: report[k] for k in ("users", "items", "interactions", "inputs", "format") if k in report}
 
 

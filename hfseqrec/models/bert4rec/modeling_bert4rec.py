@@ -122,8 +122,6 @@ class BERT4RecPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     _no_split_modules = ["BERT4RecLayer"]
 
-    def _init_weights(self, module):
-        super()._init_weights(module)  # normal(0, initializer_range) for Linear/Embedding, zero padding row
 
 
 class BERT4RecModel(BERT4RecPreTrainedModel):

@@ -119,8 +119,6 @@ class SASRecPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     _no_split_modules = ["SASRecLayer"]
 
-    def _init_weights(self, module):
-        super()._init_weights(module)  # normal(0, initializer_range) for Linear/Embedding, zero padding row
 
 
 class SASRecModel(SASRecPreTrainedModel):

@@ -37,6 +37,8 @@ class RunConfig:
     warmup_steps: int = field(default=0, metadata={"help": "linear warm-up in optimizer steps"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0 turns it off"})
     max_seq_len: int = field(default=200, metadata={"help": "most recent items the model reads"})
+    full_history: bool = field(default=False, metadata={
+        "help": "also train on the older windows of histories longer than max_seq_len"})
     use_event_types: bool = field(default=True, metadata={"help": "add behaviour-type embeddings"})
     seed: int = field(default=42, metadata={"help": "seeds init, shuffling, masking and negatives"})
     eval_every: int = field(default=1, metadata={"help": "validate every N epochs"})

@@ -54,6 +54,23 @@ class LengthGroupedBatches:
         yield from (batches[i] for i in rng.permutation(len(batches)))
 
 
+def history_windows(rows, step, length):
+    """Cut each history into windows of `length` items ending at s[-1], s[-1 - step], ...
+
+    With step = max_seq_len and length = step + 1 (causal) or step (cloze), every item of a long
+    history is a target once per epoch, instead of only its most recent max_seq_len items.
+    """
+    def cut(batch):
+        out = {"input_ids": [], "event_type_ids": []}
+        for items, events in zip(batch["input_ids"], batch["event_type_ids"], strict=True):
+            for end in range(len(items), length - step, -step):  # a causal window needs 2 items
+                out["input_ids"].append(items[max(0, end - length):end])
+                out["event_type_ids"].append(events[max(0, end - length):end])
+        return out
+
+    return rows.map(cut, batched=True, remove_columns=rows.column_names, keep_in_memory=True)
+
+
 class TrainState:
     """Counters saved with `save_state`, so --resume continues where the run stopped."""
 
@@ -81,8 +98,11 @@ def train(run):
     config = build_model_config(run, len(items), len(events) if run.use_event_types else 0)
     model = MODEL_FAMILIES[run.model_type][1](config)
     collator = training_collator(config, run.seed)
-    train_rows = data["train"].with_format("numpy", columns=["input_ids", "event_type_ids"])
-    batches = LengthGroupedBatches([len(x) for x in data["train"]["input_ids"]], run.batch_size, run.seed)
+    train_rows = data["train"].select_columns(["input_ids", "event_type_ids"])
+    if run.full_history:
+        train_rows = history_windows(train_rows, run.max_seq_len, run.max_seq_len + int(config.is_causal))
+    batches = LengthGroupedBatches([len(x) for x in train_rows["input_ids"]], run.batch_size, run.seed)
+    train_rows = train_rows.with_format("numpy")
     train_loader = DataLoader(train_rows, batch_sampler=batches, collate_fn=collator)
     optimizer = torch.optim.AdamW(model.parameters(), lr=run.learning_rate, weight_decay=run.weight_decay,
                                   betas=(0.9, 0.98))

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from datasets import Dataset
 
 from hfseqrec import SASRecConfig
 from hfseqrec.cli import main
@@ -17,7 +18,7 @@ from hfseqrec.metrics import coverage, metrics_from_ranks, target_ranks, top_k_i
 from hfseqrec.run_config import load_run_config
 from hfseqrec.sequences import load_prepared, prepare
 from hfseqrec.synth import generate, write
-from hfseqrec.training import train
+from hfseqrec.training import history_windows, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.yaml")
@@ -124,6 +125,18 @@ def test_eval_collator_appends_mask_for_bert4rec_and_keeps_full_history_as_seen(
     assert masked["input_ids"].tolist() == [[8, 9, 1], [10, 11, 1]]
 
 
+def test_history_windows_make_every_item_a_target_once():
+    rows = Dataset.from_dict({"input_ids": [list(range(3, 14)), [3, 4], [7]],
+                              "event_type_ids": [[2] * 11, [2, 2], [2]]})
+    causal = history_windows(rows, step=4, length=5)["input_ids"]
+    assert causal == [[9, 10, 11, 12, 13], [5, 6, 7, 8, 9], [3, 4, 5], [3, 4]]  # [7] has no target
+    batch = CausalCollator(SASRecConfig(vocab_size=20, max_position_embeddings=4), seed=0)(
+        [{"input_ids": w, "event_type_ids": [2] * len(w)} for w in causal])
+    assert sorted(batch["labels"][batch["labels"] != IGNORE_INDEX].tolist()) == sorted([*range(4, 14), 4])
+    cloze = history_windows(rows, step=4, length=4)["input_ids"]
+    assert cloze == [[10, 11, 12, 13], [6, 7, 8, 9], [3, 4, 5], [3, 4], [7]]
+
+
 # --- training and evaluation ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -187,6 +200,14 @@ def test_every_family_trains(data_dir, tmp_path, model_type, extra):
         overrides += ["--model.hidden_size", "16"]
     results = train(tiny_run(data_dir, tmp_path, *overrides))
     assert 0 <= results["test"]["ndcg@10"] <= 1
+
+
+def test_full_history_trains_on_every_item_of_long_histories(data_dir, tmp_path):
+    train(tiny_run(data_dir, tmp_path, "--num_epochs", "1", "--max_seq_len", "4", "--full_history", "true"))
+    with open(tmp_path / "log.jsonl") as f:
+        tokens = json.loads(f.readline())["train_tokens"]
+    data, _, _ = load_prepared(data_dir)
+    assert tokens == [sum(len(s) - 1 for s in data["train"]["input_ids"])]
 
 
 def free_port():

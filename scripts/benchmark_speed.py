@@ -1,9 +1,11 @@
 """Training throughput per model family on real ML-1M batches, against the matmul roofline.
 
-python scripts/benchmark_speed.py --data ../shared/data/sasrec/ml-1m.txt.gz [--steps 8] [--precision bf16]
+python scripts/benchmark_speed.py --data ../shared/data/sasrec/ml-1m.txt.gz [--steps 8] [--precision bf16] [--profile]
 Prints one JSON object keyed by family: real (non-padding) target tokens per second, the FLOPs a
 training step really executes (counted by torch's FlopCounterMode), the achieved GFLOP/s, and the
 matmul GFLOP/s measured in the same run, so that roofline_fraction = gflops / matmul_gflops.
+With --profile, each family also gets the share of self CPU time of its top operators (torch.profiler
+over the timed steps run once more, so profiling does not slow the timed run).
 """
 
 import argparse
@@ -12,6 +14,7 @@ import tempfile
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, AutoModel
 
@@ -39,7 +42,16 @@ def matmul_gflops(dtype, n=2048, repeat=10):
     return 2 * n**3 * repeat / (time.perf_counter() - start) / 1e9
 
 
-def measure(model_type, data, vocab_size, steps, precision):
+def top_operators(run_steps, count=8):
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run_steps()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:count]
+    return {e.key: round(e.self_cpu_time_total / total, 3) for e in top}
+
+
+def measure(model_type, data, vocab_size, steps, precision, with_profile):
     config = AutoConfig.for_model(model_type, vocab_size=vocab_size, max_position_embeddings=200,
                                   **FAMILIES[model_type])
     model = AutoModel.from_config(config).train()
@@ -66,7 +78,8 @@ def measure(model_type, data, vocab_size, steps, precision):
         step(batch)
         tokens += int((batch["labels"] != -100).sum())
     seconds = time.perf_counter() - start
-    return tokens / seconds, flops_per_token
+    profile_shares = top_operators(lambda: [step(b) for b in batches[2:]]) if with_profile else None
+    return tokens / seconds, flops_per_token, profile_shares
 
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -76,6 +89,7 @@ parser.add_argument("--steps", type=int, default=8, help="timed training steps p
 parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
 parser.add_argument("--families", default=",".join(FAMILIES))
 parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+parser.add_argument("--profile", action="store_true", help="add each family's top operators (self CPU share)")
 args = parser.parse_args()
 if args.threads:
     torch.set_num_threads(args.threads)
@@ -86,9 +100,12 @@ data, items, _ = load_prepared(folder)
 roof = matmul_gflops(torch.bfloat16 if args.precision == "bf16" else torch.float32)
 out = {"precision": args.precision, "threads": torch.get_num_threads(), "matmul_gflops": round(roof, 1)}
 for family in args.families.split(","):
-    tokens_per_second, flops_per_token = measure(family, data, len(items), args.steps, args.precision)
+    tokens_per_second, flops_per_token, shares = measure(family, data, len(items), args.steps, args.precision,
+                                                         args.profile)
     gflops = tokens_per_second * flops_per_token / 1e9
     out[family] = {"tokens_per_second": round(tokens_per_second), "mflop_per_token": round(flops_per_token / 1e6, 2),
                    "gflops": round(gflops, 1), "matmul_gflops": round(roof, 1),
                    "roofline_fraction": round(gflops / roof, 3)}
+    if shares:
+        out[family]["profile_self_cpu_share"] = shares
 print(json.dumps(out, indent=2))

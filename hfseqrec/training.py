@@ -7,6 +7,7 @@ state (`save_state`) after every epoch for `--resume`. At the end the best model
 the validation and test splits, with popularity beside it, into `metrics.json`.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -149,10 +150,9 @@ def train(run):
                   "lr": scheduler.get_last_lr()[0], "epoch_seconds": seconds, "train_tokens": tokens,
                   "train_tokens_per_second": sum(tokens) / seconds, "elapsed_seconds": time.time() - start}
         if state.epoch % run.eval_every == 0 or state.epoch == run.num_epochs:
-            # Validation runs under the training precision (accelerate's autocast wrapper stays on the
-            # model: removing it would remove it for training too); the final figures below are fp32.
-            metrics = evaluate_model(accelerator.unwrap_model(model), data, "validation", accelerator, run.ks,
-                                     run.exclude_seen, run.eval_batch_size, with_popularity=False)
+            with full_precision(accelerator.unwrap_model(model)) as plain:
+                metrics = evaluate_model(plain, data, "validation", accelerator, run.ks, run.exclude_seen,
+                                         run.eval_batch_size, with_popularity=False)
             record.update({f"validation/{k}": v for k, v in metrics.items() if "@" in k})
             if metrics["ndcg@10"] > state.best_ndcg:
                 state.best_ndcg, state.evals_without_gain = metrics["ndcg@10"], 0
@@ -184,6 +184,23 @@ def train(run):
         save_checkpoint(best, run.output_dir, items, events, effective, results)
     accelerator.end_training()
     return results
+
+
+@contextlib.contextmanager
+def full_precision(model):
+    """Validate in fp32, as the final evaluation does (bf16 scores rank ~0.003 NDCG@10 lower).
+
+    Under mixed precision accelerate wraps `model.forward` in autocast and keeps the plain one as
+    `_original_forward`; swap it in for the block and put the wrapper back for training.
+    """
+    wrapped, plain = model.__dict__.get("forward"), model.__dict__.get("_original_forward")
+    if plain is not None:
+        model.forward = plain
+    try:
+        yield model
+    finally:
+        if plain is not None:
+            model.forward = wrapped
 
 
 def resume_from(accelerator, output_dir):

@@ -9,16 +9,17 @@ import sys
 
 import pytest
 import torch
+from accelerate import Accelerator
 from datasets import Dataset
 
-from hfseqrec import SASRecConfig
+from hfseqrec import SASRecConfig, SASRecForNextItemPrediction
 from hfseqrec.cli import main
 from hfseqrec.collators import IGNORE_INDEX, CausalCollator, ClozeCollator, EvalCollator
 from hfseqrec.metrics import coverage, metrics_from_ranks, target_ranks, top_k_items
 from hfseqrec.run_config import load_run_config
 from hfseqrec.sequences import load_prepared, prepare
 from hfseqrec.synth import generate, write
-from hfseqrec.training import history_windows, train
+from hfseqrec.training import full_precision, history_windows, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.yaml")
@@ -159,6 +160,21 @@ def test_training_saves_a_checkpoint_with_metrics(trained):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(1, len(log) + 1))
     assert results["test"]["ndcg@10"] == metrics["test"]["ndcg@10"]
+
+
+def test_validation_under_bf16_training_runs_in_fp32_and_training_stays_bf16():
+    torch.manual_seed(0)
+    model = SASRecForNextItemPrediction(SASRecConfig(vocab_size=300, hidden_size=32, num_attention_heads=1,
+                                                     intermediate_size=32, max_position_embeddings=8)).eval()
+    ids = torch.randint(3, 300, (4, 8))
+    fp32 = model(ids).logits
+    prepared = Accelerator(mixed_precision="bf16", cpu=True).prepare(model)
+    unwrapped = Accelerator().unwrap_model(prepared)
+    assert not torch.equal(unwrapped(ids).logits, fp32)  # autocast: bf16 matmuls
+    with full_precision(unwrapped) as plain:
+        assert torch.equal(plain(ids).logits, fp32)
+    assert torch.equal(unwrapped(ids).logits, prepared(ids).logits)  # the autocast wrapper is back
+    assert not torch.equal(prepared(ids).logits, fp32)
 
 
 def trained_data(out):

@@ -1,15 +1,18 @@
 """Training, collators, metrics and evaluation: behaviour on tiny generated data, CPU only."""
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from datasets import Dataset
 
 from hfseqrec import SASRecConfig, SASRecForNextItemPrediction
@@ -168,13 +171,18 @@ def test_validation_under_bf16_training_runs_in_fp32_and_training_stays_bf16():
                                                      intermediate_size=32, max_position_embeddings=8)).eval()
     ids = torch.randint(3, 300, (4, 8))
     fp32 = model(ids).logits
-    prepared = Accelerator(mixed_precision="bf16", cpu=True).prepare(model)
-    unwrapped = Accelerator().unwrap_model(prepared)
-    assert not torch.equal(unwrapped(ids).logits, fp32)  # autocast: bf16 matmuls
-    with full_precision(unwrapped) as plain:
-        assert torch.equal(plain(ids).logits, fp32)
-    assert torch.equal(unwrapped(ids).logits, prepared(ids).logits)  # the autocast wrapper is back
-    assert not torch.equal(prepared(ids).logits, fp32)
+    AcceleratorState._reset_state(reset_partial_state=True)  # the other tests' runs are fp32
+    try:
+        accelerator = Accelerator(mixed_precision="bf16", cpu=True)
+        prepared = accelerator.prepare(model)
+        unwrapped = accelerator.unwrap_model(prepared)
+        assert not torch.equal(unwrapped(ids).logits, fp32)  # autocast: bf16 matmuls
+        with full_precision(unwrapped) as plain:
+            assert torch.equal(plain(ids).logits, fp32)
+        assert torch.equal(unwrapped(ids).logits, prepared(ids).logits)  # the autocast wrapper is back
+        assert not torch.equal(prepared(ids).logits, fp32)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def trained_data(out):
@@ -232,6 +240,21 @@ def free_port():
         return str(s.getsockname()[1])
 
 
+def descendants(pid):
+    """Every process below `pid`, from /proc parent links (Linux)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as f:
+                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 def test_two_real_processes_train_and_save_once(data_dir, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -239,14 +262,20 @@ def test_two_real_processes_train_and_save_once(data_dir, tmp_path):
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port(),
            "-m", "hfseqrec", "train", "--config", TINY, "--data", data_dir, "--output_dir", str(out),
            "--num_epochs", "2"]
-    # Own process group: on a hang, SIGABRT every rank so faulthandler prints where each one waits.
     proc = subprocess.Popen(cmd, env={**env, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True)
     try:
-        _, stderr = proc.communicate(timeout=240)
+        _, stderr = proc.communicate(timeout=420)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGABRT)
-        _, stderr = proc.communicate()
+        # torchrun starts each rank in its own session, so kill the whole tree by parent links:
+        # SIGABRT first (faulthandler prints where each rank waits), then SIGKILL what is left.
+        tree = descendants(proc.pid) + [proc.pid]
+        for sig in (signal.SIGABRT, signal.SIGKILL):
+            for pid in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            time.sleep(3)
+        _, stderr = proc.communicate(timeout=60)
         pytest.fail("two-process training hung:\n" + stderr[-6000:])
     assert proc.returncode == 0, stderr[-3000:]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

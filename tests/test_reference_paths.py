@@ -95,3 +95,6 @@ def test_blocked_catalog_cross_entropy_matches_the_plain_loss_and_gradients(fami
         for a, b in zip(fast_grads, plain_grads, strict=True):
             assert a.dtype == b.dtype == torch.float32
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    loss = fused.apply(hidden, weight, targets)  # fp32: the saved logits must survive a backward
+    first = torch.autograd.grad(loss, hidden, retain_graph=True)[0]
+    torch.testing.assert_close(torch.autograd.grad(loss, hidden)[0], first, atol=0, rtol=0)

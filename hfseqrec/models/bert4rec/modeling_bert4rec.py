@@ -85,7 +85,7 @@ class CatalogCrossEntropy(torch.autograd.Function):
         rows = torch.arange(len(logits), device=logits.device)
         for i in range(0, len(logits), CatalogCrossEntropy.BLOCK):
             j = slice(i, i + CatalogCrossEntropy.BLOCK)
-            p = logits[j].float().sub_(lse[j, None]).exp_()  # softmax, in fp32
+            p = logits[j].to(torch.float32, copy=True).sub_(lse[j, None]).exp_()  # softmax, in fp32
             p[rows[: len(p)], targets[j]] -= 1.0
             grad[j] = p.mul_(scale)
         grad_hidden = (grad @ w).to(ctx.dtypes[0])

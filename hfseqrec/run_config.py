@@ -32,8 +32,10 @@ class RunConfig:
     batch_size: int = field(default=128, metadata={"help": "users per batch on each process"})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay"})
-    lr_scheduler_type: str = field(default="constant_with_warmup",
-                                   metadata={"help": "transformers scheduler: constant_with_warmup, linear, cosine"})
+    lr_scheduler_type: str = field(default="constant_with_warmup", metadata={
+        "help": "transformers scheduler: constant_with_warmup, linear, cosine, warmup_stable_decay"})
+    decay_epochs: int = field(default=0, metadata={
+        "help": "warmup_stable_decay: the last N of num_epochs decay the LR linearly to 0"})
     warmup_steps: int = field(default=0, metadata={"help": "linear warm-up in optimizer steps"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0 turns it off"})
     max_seq_len: int = field(default=200, metadata={"help": "most recent items the model reads"})
@@ -134,6 +136,9 @@ def load_run_config(path=None, overrides=()):
         raise HfSeqRecError(f"ks: expected a list of integers >= 1, got {run.ks!r}")
     if 10 not in run.ks:
         raise HfSeqRecError(f"ks: must include 10 (early stopping watches NDCG@10), got {run.ks!r}")
+    if (run.lr_scheduler_type == "warmup_stable_decay") != (0 < run.decay_epochs <= run.num_epochs):
+        raise HfSeqRecError(f"decay_epochs: give 1..num_epochs with lr_scheduler_type warmup_stable_decay "
+                            f"(and only then), got {run.decay_epochs} with {run.lr_scheduler_type}")
     if not run.data:
         raise HfSeqRecError("data: no prepared data directory given (YAML `data:` or --data)")
     build_model_config(run, vocab_size=1000, num_event_types=0)  # fail early on bad model fields

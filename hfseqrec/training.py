@@ -110,9 +110,12 @@ def train(run):
     # accelerate steps a prepared scheduler once per process for every optimizer step, so the
     # schedule is counted in per-process batches: warm-up `warmup_steps` optimizer steps either way.
     steps_per_epoch = math.ceil(len(batches) / run.gradient_accumulation_steps)
+    decay = {"num_decay_steps": run.decay_epochs * steps_per_epoch,
+             "decay_type": "linear"} if run.decay_epochs else None
     scheduler = get_scheduler(run.lr_scheduler_type, optimizer,
                               num_warmup_steps=run.warmup_steps * accelerator.num_processes,
-                              num_training_steps=run.num_epochs * steps_per_epoch)
+                              num_training_steps=run.num_epochs * steps_per_epoch,
+                              scheduler_specific_kwargs=decay)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     state = TrainState()
     accelerator.register_for_checkpointing(state, collator)

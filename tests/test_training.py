@@ -18,6 +18,7 @@ from datasets import Dataset
 from hfseqrec import SASRecConfig, SASRecForNextItemPrediction
 from hfseqrec.cli import main
 from hfseqrec.collators import IGNORE_INDEX, CausalCollator, ClozeCollator, EvalCollator
+from hfseqrec.errors import HfSeqRecError
 from hfseqrec.metrics import coverage, metrics_from_ranks, target_ranks, top_k_items
 from hfseqrec.run_config import load_run_config
 from hfseqrec.sequences import load_prepared, prepare
@@ -163,6 +164,16 @@ def test_training_saves_a_checkpoint_with_metrics(trained):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(1, len(log) + 1))
     assert results["test"]["ndcg@10"] == metrics["test"]["ndcg@10"]
+
+
+def test_warmup_stable_decay_holds_the_rate_then_decays_to_zero(data_dir, tmp_path):
+    train(tiny_run(data_dir, tmp_path, "--num_epochs", "4", "--patience", "9",
+                   "--lr_scheduler_type", "warmup_stable_decay", "--decay_epochs", "2"))
+    rates = [json.loads(line)["lr"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    peak = load_run_config(TINY, ["--data", data_dir]).learning_rate
+    assert rates[:2] == [peak, peak] and rates[2] == pytest.approx(peak / 2) and rates[3] == 0
+    with pytest.raises(HfSeqRecError, match="decay_epochs"):
+        tiny_run(data_dir, tmp_path, "--decay_epochs", "2")  # only with warmup_stable_decay
 
 
 def test_validation_under_bf16_training_runs_in_fp32_and_training_stays_bf16():

@@ -5,9 +5,11 @@ python scripts/benchmark.py --data ../shared/data/sasrec/ml-1m.txt.gz --format s
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
+import sys
 import tempfile
 import time
 
@@ -30,7 +32,8 @@ start = time.time()
 report = prepare([args.data], os.path.join(work, "data"), format=args.format)
 run = load_run_config(config, ["--model_type", args.model_type, "--data", os.path.join(work, "data"),
                                "--output_dir", os.path.join(work, "model"), *overrides])
-results = train(run)
+with contextlib.redirect_stdout(sys.stderr):  # train prints its effective config; stdout stays one JSON object
+    results = train(run)
 with open(os.path.join(work, "model", "log.jsonl")) as f:
     log = [json.loads(line) for line in f]
 reached = [r["elapsed_seconds"] for r in log if r.get("validation/ndcg@10", 0) >= args.target_ndcg]

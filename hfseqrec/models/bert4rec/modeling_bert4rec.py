@@ -166,7 +166,6 @@ class BERT4RecPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["BERT4RecLayer"]
 
 
-
 class BERT4RecModel(BERT4RecPreTrainedModel):
     """The encoder: returns (B, L, H) hidden states."""
 

@@ -163,7 +163,6 @@ class SASRecPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["SASRecLayer"]
 
 
-
 class SASRecModel(SASRecPreTrainedModel):
     """The encoder: returns (B, L, H) hidden states."""
 

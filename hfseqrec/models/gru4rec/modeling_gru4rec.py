@@ -44,6 +44,24 @@ def last_real_index(attention_mask):
     return attention_mask.size(1) - 1 - attention_mask.long().flip(1).argmax(1)  # argmax rejects bool
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with a cheaper mask on CPU: four 16-bit draws from each random 64-bit word.
+
+    torch's CPU dropout draws one number per element from a scalar generator, ~9% of a SASRec
+    training step; this draws a quarter as many words (3x faster). The drop rate is p rounded to a
+    multiple of 1/65,536 (0.2 -> 0.199997) and kept values are scaled by the inverse keep rate.
+    Other devices keep torch's dropout, which is fused there.
+    """
+
+    def forward(self, x):
+        drop = round(self.p * 65536)
+        if not self.training or drop == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+        keep = words.view(torch.int16)[: x.numel()].view(x.shape) >= drop - 32768
+        return x * keep.to(x.dtype).mul_(65536 / (65536 - drop))
+
+
 class CatalogCrossEntropy(torch.autograd.Function):
     """Mean softmax cross-entropy of hidden (T, H) against every item in weight (V, H).
 
@@ -67,21 +85,24 @@ class CatalogCrossEntropy(torch.autograd.Function):
                 j = slice(i, i + CatalogCrossEntropy.BLOCK)
                 lse[j] = torch.logsumexp(logits[j].float(), 1)
             target_logit = logits.gather(1, targets[:, None]).squeeze(1).float()
-        ctx.save_for_backward(h, w, targets, logits, lse)
+        ctx.save_for_backward(h, w, targets, logits)
         ctx.dtypes = hidden.dtype, weight.dtype
         return (lse - target_logit).mean()
 
     @staticmethod
     def backward(ctx, grad_output):
-        h, w, targets, logits, lse = ctx.saved_tensors
+        h, w, targets, logits = ctx.saved_tensors
         scale = grad_output.float() / len(logits)
         grad = torch.empty_like(logits)  # block by block: (softmax - one_hot(target)) * scale
         rows = torch.arange(len(logits), device=logits.device)
         for i in range(0, len(logits), CatalogCrossEntropy.BLOCK):
             j = slice(i, i + CatalogCrossEntropy.BLOCK)
-            p = logits[j].to(torch.float32, copy=True).sub_(lse[j, None]).exp_()  # softmax, in fp32
-            p[rows[: len(p)], targets[j]] -= 1.0
-            grad[j] = p.mul_(scale)
+            # softmax reads bf16 and sums in fp32 but writes bf16 (as grad is kept): 2x faster than
+            # an fp32 copy of the block; the gradient differs by bf16 rounding only.
+            grad[j] = torch.softmax(logits[j], 1)
+            block = grad[j]
+            block[rows[: len(block)], targets[j]] -= 1.0
+            block.mul_(scale)
         grad_hidden = (grad @ w).to(ctx.dtypes[0])
         grad_weight = (grad.T @ h).to(ctx.dtypes[1])
         return grad_hidden, grad_weight, None
@@ -141,7 +162,7 @@ class GRU4RecModel(GRU4RecPreTrainedModel):
         self.embedding_scale = config.hidden_size**0.5 if config.scale_embedding else 1.0
         self.event_type_embeddings = (nn.Embedding(config.num_event_types, config.hidden_size, padding_idx=0)
                                       if config.num_event_types else None)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         rnn = nn.GRU if config.cell == "gru" else nn.LSTM
         self.rnn = rnn(config.hidden_size, config.hidden_size, num_layers=config.num_hidden_layers, batch_first=True,
                        dropout=config.hidden_dropout_prob if config.num_hidden_layers > 1 else 0.0)

@@ -47,6 +47,24 @@ def last_real_index(attention_mask):
     return attention_mask.size(1) - 1 - attention_mask.long().flip(1).argmax(1)  # argmax rejects bool
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with a cheaper mask on CPU: four 16-bit draws from each random 64-bit word.
+
+    torch's CPU dropout draws one number per element from a scalar generator, ~9% of a SASRec
+    training step; this draws a quarter as many words (3x faster). The drop rate is p rounded to a
+    multiple of 1/65,536 (0.2 -> 0.199997) and kept values are scaled by the inverse keep rate.
+    Other devices keep torch's dropout, which is fused there.
+    """
+
+    def forward(self, x):
+        drop = round(self.p * 65536)
+        if not self.training or drop == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+        keep = words.view(torch.int16)[: x.numel()].view(x.shape) >= drop - 32768
+        return x * keep.to(x.dtype).mul_(65536 / (65536 - drop))
+
+
 class CatalogCrossEntropy(torch.autograd.Function):
     """Mean softmax cross-entropy of hidden (T, H) against every item in weight (V, H).
 
@@ -70,21 +88,24 @@ class CatalogCrossEntropy(torch.autograd.Function):
                 j = slice(i, i + CatalogCrossEntropy.BLOCK)
                 lse[j] = torch.logsumexp(logits[j].float(), 1)
             target_logit = logits.gather(1, targets[:, None]).squeeze(1).float()
-        ctx.save_for_backward(h, w, targets, logits, lse)
+        ctx.save_for_backward(h, w, targets, logits)
         ctx.dtypes = hidden.dtype, weight.dtype
         return (lse - target_logit).mean()
 
     @staticmethod
     def backward(ctx, grad_output):
-        h, w, targets, logits, lse = ctx.saved_tensors
+        h, w, targets, logits = ctx.saved_tensors
         scale = grad_output.float() / len(logits)
         grad = torch.empty_like(logits)  # block by block: (softmax - one_hot(target)) * scale
         rows = torch.arange(len(logits), device=logits.device)
         for i in range(0, len(logits), CatalogCrossEntropy.BLOCK):
             j = slice(i, i + CatalogCrossEntropy.BLOCK)
-            p = logits[j].to(torch.float32, copy=True).sub_(lse[j, None]).exp_()  # softmax, in fp32
-            p[rows[: len(p)], targets[j]] -= 1.0
-            grad[j] = p.mul_(scale)
+            # softmax reads bf16 and sums in fp32 but writes bf16 (as grad is kept): 2x faster than
+            # an fp32 copy of the block; the gradient differs by bf16 rounding only.
+            grad[j] = torch.softmax(logits[j], 1)
+            block = grad[j]
+            block[rows[: len(block)], targets[j]] -= 1.0
+            block.mul_(scale)
         grad_hidden = (grad @ w).to(ctx.dtypes[0])
         grad_weight = (grad.T @ h).to(ctx.dtypes[1])
         return grad_hidden, grad_weight, None
@@ -129,9 +150,17 @@ class SASRecAttention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden, mask):
+    def forward(self, hidden, mask, key_value=None):
+        """hidden (B, L, H) -> (B, L, H). key_value: keys and values from another stream (the
+        original SASRec block); None takes them from `hidden`, with one fused projection."""
         b, t, _ = hidden.shape
-        q, k, v = self.qkv(hidden).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if key_value is None:
+            qkv = self.qkv(hidden)
+        else:
+            size = hidden.size(-1)
+            qkv = torch.cat([F.linear(hidden, self.qkv.weight[:size], self.qkv.bias[:size]),
+                             F.linear(key_value, self.qkv.weight[size:], self.qkv.bias[size:])], -1)
+        q, k, v = qkv.view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         # mask None -> SDPA's fused causal kernel; otherwise a (B, 1, L, L) boolean mask.
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                              dropout_p=self.dropout if self.training else 0.0)
@@ -139,7 +168,7 @@ class SASRecAttention(nn.Module):
 
 
 class SASRecLayer(nn.Module):
-    """Pre-LayerNorm Transformer block, as in the official SASRec code."""
+    """Transformer block: pre-LayerNorm, or the block of SASRec's own code (`config.block_layout`)."""
 
     def __init__(self, config):
         super().__init__()
@@ -149,9 +178,14 @@ class SASRecLayer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(config.hidden_size, config.intermediate_size),
                                  ACT2FN[config.hidden_act],
                                  nn.Linear(config.intermediate_size, config.hidden_size))
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.original = config.block_layout == "original"
 
     def forward(self, hidden, mask):
+        if self.original:
+            query = self.attention_norm(hidden)
+            hidden = self.mlp_norm(query + self.dropout(self.attention(query, mask, key_value=hidden)))
+            return hidden + self.dropout(self.mlp(hidden))
         hidden = hidden + self.dropout(self.attention(self.attention_norm(hidden), mask))
         return hidden + self.dropout(self.mlp(self.mlp_norm(hidden)))
 
@@ -174,7 +208,7 @@ class SASRecModel(SASRecPreTrainedModel):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.event_type_embeddings = (nn.Embedding(config.num_event_types, config.hidden_size, padding_idx=0)
                                       if config.num_event_types else None)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.layers = nn.ModuleList(SASRecLayer(config) for _ in range(config.num_hidden_layers))
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()

@@ -172,8 +172,10 @@ def train(run):
         accelerator.log(record, step=state.step)
         if state.evals_without_gain >= run.patience:
             break
-        if run.max_minutes and time.time() - start > 60 * run.max_minutes:
-            break
+        if run.max_minutes:  # one verdict for all processes, or a rank would wait for the others forever
+            late = torch.tensor([time.time() - start > 60 * run.max_minutes], device=accelerator.device)
+            if accelerator.reduce(late.int(), reduction="sum").item():
+                break
         if run.stop_after_epochs and state.epoch - first_epoch >= run.stop_after_epochs:
             accelerator.end_training()
             return None

@@ -227,6 +227,12 @@ def test_resume_reproduces_the_uninterrupted_run(data_dir, tmp_path):
         assert resumed[split]["hr@10"] == pytest.approx(straight[split]["hr@10"], abs=1e-6)
 
 
+def test_max_minutes_stops_after_the_epoch_that_ran_out_and_keeps_the_best_model(data_dir, tmp_path):
+    results = train(tiny_run(data_dir, tmp_path, "--num_epochs", "5", "--max_minutes", "1e-6"))
+    assert results["epochs"] == 1
+    assert (tmp_path / "model.safetensors").exists() and results["test"]["ndcg@10"] >= 0
+
+
 @pytest.mark.parametrize("model_type,extra", [("bert4rec", []),
                                               ("gru4rec", ["--model", "{}"])])
 def test_every_family_trains(data_dir, tmp_path, model_type, extra):

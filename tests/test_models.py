@@ -266,7 +266,7 @@ BAD_VALUES = [(family, field, value) for family in FAMILIES for field, value in 
     ("loss", "hinge"), ("hidden_dropout_prob", -0.1), ("vocab_size", SPECIALS)]]
 BAD_VALUES += [(family, "num_attention_heads", 3) for family in TRANSFORMERS]  # 16 % 3 != 0
 BAD_VALUES += [(family, "attention_probs_dropout_prob", -0.5) for family in TRANSFORMERS]
-BAD_VALUES += [("gru4rec", "cell", "rnn"), ("sasrec", "block_layout", "post_norm")]
+BAD_VALUES += [("gru4rec", "cell", "rnn")]
 
 
 @pytest.mark.parametrize(("model_type", "field", "value"), BAD_VALUES)

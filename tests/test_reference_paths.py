@@ -23,36 +23,28 @@ def reference_sasrec(model, input_ids):
     length = input_ids.size(1)
     allowed = torch.ones(length, length, dtype=torch.bool).tril() & real[:, None, :]
     allowed |= torch.eye(length, dtype=torch.bool)
-    original = config.block_layout == "original"
     for layer in m.layers:
         x = layer.attention_norm(h)
-        q = layer.attention.qkv(x).chunk(3, dim=-1)[0]
-        k, v = layer.attention.qkv(h if original else x).chunk(3, dim=-1)[1:]
+        q, k, v = layer.attention.qkv(x).chunk(3, dim=-1)
         heads, d = config.num_attention_heads, config.hidden_size // config.num_attention_heads
         q, k, v = (t.view(*t.shape[:2], heads, d).transpose(1, 2) for t in (q, k, v))
         weights = (q @ k.transpose(-1, -2)) / math.sqrt(d)
         weights = weights.masked_fill(~allowed[:, None], float("-inf")).softmax(-1)
         attended = (weights @ v).transpose(1, 2).reshape(*h.shape)
-        if original:  # SASRec's own block: residual from the normalised queries, then normalise again
-            h = layer.mlp_norm(x + layer.attention.o_proj(attended))
-            h = h + layer.mlp(h)
-        else:
-            h = h + layer.attention.o_proj(attended)
-            h = h + layer.mlp(layer.mlp_norm(h))
+        h = h + layer.attention.o_proj(attended)
+        h = h + layer.mlp(layer.mlp_norm(h))
     return m.final_norm(h)
 
 
-def tiny_model(block_layout="pre_norm"):
+def tiny_model():
     torch.manual_seed(0)
     config = SASRecConfig(vocab_size=40, hidden_size=16, num_attention_heads=2, intermediate_size=32,
-                          max_position_embeddings=8, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                          block_layout=block_layout)
+                          max_position_embeddings=8, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     return SASRecForNextItemPrediction(config).eval()
 
 
-@pytest.mark.parametrize("block_layout", ["pre_norm", "original"])
-def test_fused_causal_path_matches_the_plain_reference(block_layout):
-    model = tiny_model(block_layout)
+def test_fused_causal_path_matches_the_plain_reference():
+    model = tiny_model()
     right = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 0, 0, 0]])  # right padding: fused is_causal path
     left = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 0, 11, 12, 13]])   # left padding: explicit mask path
     for ids in (right, left):

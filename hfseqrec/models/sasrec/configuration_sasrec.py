@@ -18,9 +18,6 @@ class SASRecConfig(PreTrainedConfig):
     num_event_types: size of the behaviour-type vocabulary (0 = no behaviour-type embeddings).
     scale_embedding: multiply item embeddings by sqrt(hidden_size) at the input (SASRec's own
         code does), so the item signal is not drowned by position embeddings at init.
-    block_layout: "pre_norm" (x + attn(LN(x)), then x + mlp(LN(x))) or "original", the block of
-        SASRec's own code: queries from LN(x) but keys and values from x, the residual taken
-        from the normalised queries, and the stream normalised again before the MLP.
     loss: "ce" (full softmax cross-entropy), "sampled_softmax" (log-Q corrected, `num_negatives`
         uniform negatives), "bce" (binary cross-entropy with negatives) or "gbce" (Petrov &
         Macdonald 2023, calibrated by `gbce_t`).
@@ -39,7 +36,6 @@ class SASRecConfig(PreTrainedConfig):
     max_position_embeddings: int = 200
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-8
-    block_layout: str = "pre_norm"
     pad_token_id: int | None = 0
     mask_token_id: int | None = 1
     num_special_tokens: int = 3
@@ -65,8 +61,6 @@ class SASRecConfig(PreTrainedConfig):
         if self.vocab_size <= self.num_special_tokens:
             raise ValueError(f"vocab_size ({self.vocab_size}) must be larger than num_special_tokens "
                              f"({self.num_special_tokens}): the vocabulary holds no item")
-        if self.block_layout not in ("pre_norm", "original"):
-            raise ValueError(f"block_layout must be 'pre_norm' or 'original', got {self.block_layout!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.num_negatives < 1 or not 0 <= self.gbce_t <= 1:

@@ -151,17 +151,9 @@ class SASRecAttention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden, mask, key_value=None):
-        """hidden (B, L, H) -> (B, L, H). key_value: keys and values from another stream (the
-        original SASRec block); None takes them from `hidden`, with one fused projection."""
+    def forward(self, hidden, mask):
         b, t, _ = hidden.shape
-        if key_value is None:
-            qkv = self.qkv(hidden)
-        else:
-            size = hidden.size(-1)
-            qkv = torch.cat([F.linear(hidden, self.qkv.weight[:size], self.qkv.bias[:size]),
-                             F.linear(key_value, self.qkv.weight[size:], self.qkv.bias[size:])], -1)
-        q, k, v = qkv.view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(hidden).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         # mask None -> SDPA's fused causal kernel; otherwise a (B, 1, L, L) boolean mask.
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                              dropout_p=self.dropout if self.training else 0.0)
@@ -169,7 +161,7 @@ class SASRecAttention(nn.Module):
 
 
 class SASRecLayer(nn.Module):
-    """Transformer block: pre-LayerNorm, or the block of SASRec's own code (`config.block_layout`)."""
+    """Pre-LayerNorm Transformer block, as in the official SASRec code."""
 
     def __init__(self, config):
         super().__init__()
@@ -180,13 +172,8 @@ class SASRecLayer(nn.Module):
                                  ACT2FN[config.hidden_act],
                                  nn.Linear(config.intermediate_size, config.hidden_size))
         self.dropout = Dropout(config.hidden_dropout_prob)
-        self.original = config.block_layout == "original"
 
     def forward(self, hidden, mask):
-        if self.original:
-            query = self.attention_norm(hidden)
-            hidden = self.mlp_norm(query + self.dropout(self.attention(query, mask, key_value=hidden)))
-            return hidden + self.dropout(self.mlp(hidden))
         hidden = hidden + self.dropout(self.attention(self.attention_norm(hidden), mask))
         return hidden + self.dropout(self.mlp(self.mlp_norm(hidden)))
 

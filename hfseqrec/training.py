@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from . import MODEL_FAMILIES
-from .checkpoint import load_checkpoint, read_json, save_checkpoint
+from .checkpoint import TRAINING_CONFIG_FILE, load_checkpoint, read_json, save_checkpoint
 from .collators import training_collator
 from .errors import HfSeqRecError
 from .evaluation import evaluate_model
@@ -120,7 +120,7 @@ def train(run):
     state = TrainState()
     accelerator.register_for_checkpointing(state, collator)
     if run.resume:
-        resume_from(accelerator, run.output_dir)
+        resume_from(accelerator, run.output_dir, config)
     effective = {"run": run.to_dict(), "model": config.to_diff_dict(), "processes": accelerator.num_processes}
     if accelerator.is_main_process:
         print(json.dumps(effective, indent=2))
@@ -208,13 +208,28 @@ def full_precision(model):
             model.forward = wrapped
 
 
-def resume_from(accelerator, output_dir):
+# Model config fields that set parameter shapes: resuming with another value cannot load the state.
+SHAPE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size", "max_position_embeddings", "num_event_types", "cell")
+
+
+def resume_from(accelerator, output_dir, config):
     """Load the latest `save_state` folder; the next save then gets the next number."""
     folder = os.path.join(output_dir, "checkpoints")
     saved = sorted((int(n.rsplit("_", 1)[1]) for n in os.listdir(folder) if n.startswith("checkpoint_"))
                    if os.path.isdir(folder) else [])
     if not saved:
         raise HfSeqRecError(f"--resume: nothing to resume in {folder} (no checkpoint_N saved by an earlier run)")
+    # Run fields (schedule, epochs) may change on resume; the model's shape may not. Say which field
+    # differs rather than fail inside load_state with a tensor size mismatch.
+    before = (read_json(output_dir, TRAINING_CONFIG_FILE) or {}).get("model")
+    if before:
+        before = type(config).from_dict(before)
+        changed = [f"{k} {getattr(config, k)} (saved: {getattr(before, k, None)})" for k in SHAPE_FIELDS
+                   if getattr(config, k, None) != getattr(before, k, None)]
+        if changed:
+            raise HfSeqRecError(f"--resume: the model differs from the one saved in {output_dir}: "
+                                + ", ".join(changed))
     accelerator.load_state(os.path.join(folder, f"checkpoint_{saved[-1]}"))
     accelerator.project_configuration.iteration = saved[-1] + 1
 

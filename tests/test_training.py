@@ -344,6 +344,14 @@ def test_resume_with_nothing_to_resume(capsys, tmp_path, data_dir):
     assert "nothing to resume" in err
 
 
+def test_resume_with_another_model_shape_names_the_field(capsys, tmp_path, data_dir):
+    assert train(tiny_run(data_dir, tmp_path, "--num_epochs", "2", "--stop_after_epochs", "1")) is None
+    capsys.readouterr()  # the first run's progress bars
+    err = one_line_error(capsys, ["train", "--config", TINY, "--data", data_dir, "--output_dir", str(tmp_path),
+                                  "--num_epochs", "2", "--resume", "--model.hidden_size", "32"])
+    assert "hidden_size 32" in err and "saved" in err
+
+
 @pytest.mark.parametrize("recipe", sorted(f for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".yaml")))
 def test_every_recipe_is_a_valid_run_config_headed_by_its_command(recipe):
     path = os.path.join(ROOT, "configs", recipe)

@@ -34,13 +34,14 @@ from .sequences import REPORT_FILE, load_prepared
 class LengthGroupedBatches:
     """Batches of users with similar sequence lengths (little padding), reshuffled every epoch.
 
-    Indices are shuffled, cut into groups of 50 batches, sorted by length inside a group, cut into
-    batches, and the batches shuffled. The order depends only on (seed, epoch), so a resumed run
-    sees the same batches as an uninterrupted one.
+    Indices are shuffled, cut into groups of `group` batches (1 = plain random batches), sorted by
+    length inside a group, cut into batches, and the batches shuffled. The order depends only on
+    (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
     """
 
-    def __init__(self, lengths, batch_size, seed):
+    def __init__(self, lengths, batch_size, seed, group=50):
         self.lengths, self.batch_size, self.seed, self.epoch = np.asarray(lengths), batch_size, seed, 0
+        self.group = group
 
     def __len__(self):
         return math.ceil(len(self.lengths) / self.batch_size)
@@ -48,7 +49,7 @@ class LengthGroupedBatches:
     def __iter__(self):
         rng = np.random.default_rng((self.seed, self.epoch))
         order = rng.permutation(len(self.lengths))
-        group = 50 * self.batch_size
+        group = self.group * self.batch_size
         order = np.concatenate([g[np.argsort(-self.lengths[g], kind="stable")]
                                 for g in np.split(order, range(group, len(order), group))])
         batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
@@ -102,7 +103,8 @@ def train(run):
     train_rows = data["train"].select_columns(["input_ids", "event_type_ids"])
     if run.full_history:
         train_rows = history_windows(train_rows, run.max_seq_len, run.max_seq_len + int(config.is_causal))
-    batches = LengthGroupedBatches([len(x) for x in train_rows["input_ids"]], run.batch_size, run.seed)
+    batches = LengthGroupedBatches([len(x) for x in train_rows["input_ids"]], run.batch_size, run.seed,
+                                   group=50 if run.group_by_length else 1)
     train_rows = train_rows.with_format("numpy")
     train_loader = DataLoader(train_rows, batch_sampler=batches, collate_fn=collator)
     optimizer = torch.optim.AdamW(model.parameters(), lr=run.learning_rate, weight_decay=run.weight_decay,

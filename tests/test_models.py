@@ -148,6 +148,21 @@ def test_padding_does_not_change_scores(model_type, side):
     torch.testing.assert_close(got.last_hidden_state[real], expected.last_hidden_state[0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_sasrec_positions_from_the_start_are_padding_invariant_too(side):
+    from hfseqrec.models.sasrec.modeling_sasrec import position_ids
+
+    ids, mask = pad([[7, 3, 30]], length=5, side=side)
+    real = mask.bool()
+    assert position_ids(mask, "start")[real].tolist() == [0, 1, 2]
+    assert position_ids(mask, "end")[real].tolist() == [2, 1, 0]
+    start, end = tiny_model("sasrec", position_origin="start"), tiny_model("sasrec")
+    with torch.no_grad():
+        expected = start(*pad([[7, 3, 30]])).logits
+        torch.testing.assert_close(start(ids, mask).logits, expected, atol=1e-5, rtol=0)
+        assert not torch.allclose(end(ids, mask).logits, expected)  # the origin changes the model
+
+
 @pytest.mark.parametrize("model_type", FAMILIES)
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_a_row_scores_the_same_alone_and_in_a_batch(model_type, side):
@@ -266,7 +281,7 @@ BAD_VALUES = [(family, field, value) for family in FAMILIES for field, value in 
     ("loss", "hinge"), ("hidden_dropout_prob", -0.1), ("vocab_size", SPECIALS)]]
 BAD_VALUES += [(family, "num_attention_heads", 3) for family in TRANSFORMERS]  # 16 % 3 != 0
 BAD_VALUES += [(family, "attention_probs_dropout_prob", -0.5) for family in TRANSFORMERS]
-BAD_VALUES += [("gru4rec", "cell", "rnn")]
+BAD_VALUES += [("gru4rec", "cell", "rnn"), ("sasrec", "position_origin", "middle")]
 
 
 @pytest.mark.parametrize(("model_type", "field", "value"), BAD_VALUES)

@@ -23,7 +23,7 @@ from hfseqrec.metrics import coverage, metrics_from_ranks, target_ranks, top_k_i
 from hfseqrec.run_config import load_run_config
 from hfseqrec.sequences import load_prepared, prepare
 from hfseqrec.synth import generate, write
-from hfseqrec.training import full_precision, history_windows, train
+from hfseqrec.training import LengthGroupedBatches, full_precision, history_windows, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.yaml")
@@ -367,3 +367,21 @@ def test_evaluating_on_data_with_another_vocabulary_is_refused(capsys, trained, 
     prepare([str(tmp_path / "other.csv")], str(tmp_path / "other"), min_item_interactions=2)
     capsys.readouterr()  # prepare's own progress output
     assert "vocabulary" in one_line_error(capsys, ["evaluate", "--model", str(out), "--data", str(tmp_path / "other")])
+
+
+@pytest.mark.parametrize("group", [50, 1])
+def test_batches_cover_every_row_once_per_epoch_and_depend_only_on_seed_and_epoch(group):
+    lengths = torch.randint(1, 200, (1000,), generator=torch.Generator().manual_seed(0)).tolist()
+    batches = LengthGroupedBatches(lengths, 32, seed=3, group=group)
+    first = list(batches)
+    assert len(first) == len(batches) == 32  # ceil(1000 / 32)
+    assert sorted(i for b in first for i in b) == list(range(1000))
+    assert list(LengthGroupedBatches(lengths, 32, seed=3, group=group)) == first
+    batches.epoch = 1
+    assert list(batches) != first
+
+    def padding(bs):  # padded positions when each batch is padded to its longest row
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)
+
+    grouped, plain = LengthGroupedBatches(lengths, 32, 3, group=50), LengthGroupedBatches(lengths, 32, 3, group=1)
+    assert padding(grouped) < padding(plain) / 5  # grouping is what saves the padding

@@ -16,6 +16,9 @@ class SASRecConfig(PreTrainedConfig):
     vocab_size: items + special tokens (`num_special_tokens` ids at the start: [PAD], [MASK], [UNK]).
     max_position_embeddings: the longest history the model reads; longer ones are cut from the left.
     num_event_types: size of the behaviour-type vocabulary (0 = no behaviour-type embeddings).
+    position_origin: where position 0 is: "end" (the most recent item, as in SASRec's own code,
+        which left-pads to a fixed length) or "start" (the oldest item in the window, as in
+        right-padded ports such as Klenitskiy & Vasilev's).
     scale_embedding: multiply item embeddings by sqrt(hidden_size) at the input (SASRec's own
         code does), so the item signal is not drowned by position embeddings at init.
     loss: "ce" (full softmax cross-entropy), "sampled_softmax" (log-Q corrected, `num_negatives`
@@ -44,6 +47,7 @@ class SASRecConfig(PreTrainedConfig):
     num_negatives: int = 256
     gbce_t: float | int = 0.75
     is_causal: bool = True
+    position_origin: str = "end"
     scale_embedding: bool = True
     tie_word_embeddings: bool = True
 
@@ -68,6 +72,8 @@ class SASRecConfig(PreTrainedConfig):
         for name in ("num_hidden_layers", "intermediate_size", "max_position_embeddings"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.position_origin not in ("end", "start"):
+            raise ValueError(f"position_origin must be 'end' or 'start', got {self.position_origin!r}")
         if self.num_event_types < 0:
             raise ValueError(f"num_event_types must be >= 0, got {self.num_event_types}")
 

@@ -8,8 +8,9 @@ never a (B, L, V) tensor.
 Deviations from the paper, all common in later work:
 - full softmax cross-entropy by default instead of BCE with one negative ("SASRec+",
   Klenitskiy & Vasilev 2023); BCE, gBCE and sampled softmax remain selectable (`config.loss`);
-- positions are counted back from the most recent item (0 = last), so a history scores the same
-  however much padding surrounds it, left or right;
+- positions are counted back from the most recent item (0 = last) by default, or forward from the
+  oldest one in the window (`position_origin`); a history scores the same however much padding
+  surrounds it, left or right;
 - optional behaviour-type embeddings are added to the item embeddings.
 This file imports only torch and transformers: it is copied into every checkpoint.
 """
@@ -37,9 +38,13 @@ class NextItemOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
 
 
-def positions_from_end(attention_mask):
-    """(B, L) 0/1 mask -> (B, L) position ids counting back from the last real item (0 = last)."""
-    return (attention_mask.long().flip(1).cumsum(1).flip(1) - 1).clamp(min=0)
+def position_ids(attention_mask, origin="end"):
+    """(B, L) 0/1 mask -> (B, L) position ids of the real items, counted back from the last one
+    (origin "end": 0 = last) or forward from the first one ("start": 0 = first). Either way a
+    history gets the same ids however it is padded; ids at padding do not matter (zeroed later)."""
+    mask = attention_mask.long()
+    counted = mask.cumsum(1) if origin == "start" else mask.flip(1).cumsum(1).flip(1)
+    return (counted - 1).clamp(min=0)
 
 
 def last_real_index(attention_mask):
@@ -214,7 +219,7 @@ class SASRecModel(SASRecPreTrainedModel):
             raise ValueError(f"input length {input_ids.size(1)} exceeds max_position_embeddings "
                              f"({self.config.max_position_embeddings}); keep the most recent items")
         hidden = (self.item_embeddings(input_ids) * self.embedding_scale
-                  + self.position_embeddings(positions_from_end(attention_mask)))
+                  + self.position_embeddings(position_ids(attention_mask, self.config.position_origin)))
         if self.event_type_embeddings is not None and event_type_ids is not None:
             hidden = hidden + self.event_type_embeddings(event_type_ids)
         hidden = self.dropout(hidden * attention_mask.unsqueeze(-1).to(hidden.dtype))

@@ -26,7 +26,7 @@ from hfseqrec.training import LengthGroupedBatches
 # The ML-1M recipes' model sizes (configs/ml-1m-*.yaml).
 FAMILIES = {
     "sasrec": dict(hidden_size=64, num_attention_heads=1, intermediate_size=256, attention_probs_dropout_prob=0.0,
-                   hidden_dropout_prob=0.2),
+                   hidden_dropout_prob=0.2, position_origin="start"),
     "bert4rec": dict(hidden_size=64, num_attention_heads=2, intermediate_size=256, attention_probs_dropout_prob=0.0,
                      hidden_dropout_prob=0.1, mask_probability=0.2),
     "gru4rec": dict(hidden_size=128, hidden_dropout_prob=0.2),

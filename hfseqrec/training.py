@@ -32,16 +32,17 @@ from .sequences import REPORT_FILE, load_prepared
 
 
 class LengthGroupedBatches:
-    """Batches of users with similar sequence lengths (little padding), reshuffled every epoch.
+    """Random batches reshuffled every epoch, optionally of users with similar sequence lengths.
 
-    Indices are shuffled, cut into groups of `group` batches (1 = plain random batches), sorted by
-    length inside a group, cut into batches, and the batches shuffled. The order depends only on
-    (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
+    Indices are shuffled; with `group_by_length` they are then cut into groups of 50 batches and
+    sorted by length inside a group (little padding). Then they are cut into batches and the batches
+    shuffled. The order depends only on (seed, epoch), so a resumed run sees the same batches as an
+    uninterrupted one.
     """
 
-    def __init__(self, lengths, batch_size, seed, group=50):
+    def __init__(self, lengths, batch_size, seed, group_by_length=True):
         self.lengths, self.batch_size, self.seed, self.epoch = np.asarray(lengths), batch_size, seed, 0
-        self.group = group
+        self.group = 50 if group_by_length else 1
 
     def __len__(self):
         return math.ceil(len(self.lengths) / self.batch_size)
@@ -104,7 +105,7 @@ def train(run):
     if run.full_history:
         train_rows = history_windows(train_rows, run.max_seq_len, run.max_seq_len + int(config.is_causal))
     batches = LengthGroupedBatches([len(x) for x in train_rows["input_ids"]], run.batch_size, run.seed,
-                                   group=50 if run.group_by_length else 1)
+                                   run.group_by_length)
     train_rows = train_rows.with_format("numpy")
     train_loader = DataLoader(train_rows, batch_sampler=batches, collate_fn=collator)
     optimizer = torch.optim.AdamW(model.parameters(), lr=run.learning_rate, weight_decay=run.weight_decay,

@@ -369,19 +369,23 @@ def test_evaluating_on_data_with_another_vocabulary_is_refused(capsys, trained, 
     assert "vocabulary" in one_line_error(capsys, ["evaluate", "--model", str(out), "--data", str(tmp_path / "other")])
 
 
-@pytest.mark.parametrize("group", [50, 1])
-def test_batches_cover_every_row_once_per_epoch_and_depend_only_on_seed_and_epoch(group):
-    lengths = torch.randint(1, 200, (1000,), generator=torch.Generator().manual_seed(0)).tolist()
-    batches = LengthGroupedBatches(lengths, 32, seed=3, group=group)
+LENGTHS = torch.randint(1, 200, (1000,), generator=torch.Generator().manual_seed(0)).tolist()
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_batches_cover_every_row_once_per_epoch_and_depend_only_on_seed_and_epoch(group_by_length):
+    batches = LengthGroupedBatches(LENGTHS, 32, seed=3, group_by_length=group_by_length)
     first = list(batches)
     assert len(first) == len(batches) == 32  # ceil(1000 / 32)
     assert sorted(i for b in first for i in b) == list(range(1000))
-    assert list(LengthGroupedBatches(lengths, 32, seed=3, group=group)) == first
+    assert list(LengthGroupedBatches(LENGTHS, 32, seed=3, group_by_length=group_by_length)) == first
     batches.epoch = 1
     assert list(batches) != first
 
-    def padding(bs):  # padded positions when each batch is padded to its longest row
-        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)
 
-    grouped, plain = LengthGroupedBatches(lengths, 32, 3, group=50), LengthGroupedBatches(lengths, 32, 3, group=1)
-    assert padding(grouped) < padding(plain) / 5  # grouping is what saves the padding
+def test_grouping_by_length_is_what_saves_the_padding():
+    def padding(bs):  # padded positions when each batch is padded to its longest row
+        return sum(max(LENGTHS[i] for i in b) * len(b) - sum(LENGTHS[i] for i in b) for b in bs)
+
+    grouped, plain = (LengthGroupedBatches(LENGTHS, 32, 3, group_by_length=g) for g in (True, False))
+    assert padding(grouped) < padding(plain) / 5

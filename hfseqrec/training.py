@@ -8,7 +8,6 @@ the validation and test splits, with popularity beside it, into `metrics.json`.
 """
 
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -58,22 +57,6 @@ class LengthGroupedBatches:
         yield from (batches[i] for i in rng.permutation(len(batches)))
 
 
-def keep_freed_memory():
-    """Ask glibc to keep freed memory for the next training step instead of returning it to the OS.
-
-    By default glibc gives a freed block of more than a few MB back to the OS (munmap, or trimming the
-    heap top), so every step page-faults its activations in again: on ML-1M SASRec about one fault per
-    target token and 3% of a step. From here on, for the rest of the process, blocks up to 32 MB
-    (glibc's ceiling) come from the heap and up to 1 GB of free heap is kept. Not glibc: no-op.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is not None:  # musl has it too, and ignores it
-        mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-        mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-
-
 def history_windows(rows, step, length):
     """Cut each history into windows of `length` items ending at s[-1], s[-1 - step], ...
 
@@ -113,7 +96,6 @@ def train(run):
                                             total_limit=1))
     if run.num_threads:
         torch.set_num_threads(run.num_threads)
-    keep_freed_memory()
     set_seed(run.seed)
     data, items, events = load_prepared(run.data)
     config = build_model_config(run, len(items), len(events) if run.use_event_types else 0)

@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoModel
 import hfseqrec  # noqa: F401  (registers the model families)
 from hfseqrec.collators import training_collator
 from hfseqrec.sequences import load_prepared, prepare
-from hfseqrec.training import LengthGroupedBatches, keep_freed_memory
+from hfseqrec.training import LengthGroupedBatches
 
 # The ML-1M recipes' model sizes (configs/ml-1m-*.yaml).
 FAMILIES = {
@@ -93,7 +93,6 @@ parser.add_argument("--profile", action="store_true", help="add each family's to
 args = parser.parse_args()
 if args.threads:
     torch.set_num_threads(args.threads)
-keep_freed_memory()  # as `hfseqrec train` does
 
 folder = tempfile.mkdtemp(prefix="hfseqrec-speed-")
 prepare([args.data], folder, format=args.format)

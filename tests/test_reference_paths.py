@@ -99,9 +99,21 @@ def test_blocked_catalog_cross_entropy_matches_the_plain_loss_and_gradients(fami
                 assert (a - exact).norm() <= 1.25 * (b - exact).norm()
             else:
                 torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    loss = fused.apply(hidden, weight, targets)  # fp32: the saved logits must survive a backward
+    loss = fused.apply(hidden, weight, targets)  # fp32: the saved probabilities must survive a backward
     first = torch.autograd.grad(loss, hidden, retain_graph=True)[0]
     torch.testing.assert_close(torch.autograd.grad(loss, hidden)[0], first, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["sasrec", "bert4rec", "gru4rec"])
+def test_catalog_cross_entropy_is_exact_where_the_target_probability_underflows(family):
+    # The loss is -log(p_target); below 1e-30 it is taken from the scores instead (up to inf in fp32).
+    fused = importlib.import_module(f"hfseqrec.models.{family}.modeling_{family}").CatalogCrossEntropy
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(40, 16) * 30, torch.randn(50, 16)
+    targets = torch.randint(0, 50, (40,))
+    per_target = F.cross_entropy(hidden @ weight.T, targets, reduction="none")
+    assert (per_target > 100).sum() > 10  # p_target < e^-100: 0 in fp32
+    torch.testing.assert_close(fused.apply(hidden, weight, targets), per_target.mean(), atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["sasrec", "bert4rec", "gru4rec"])

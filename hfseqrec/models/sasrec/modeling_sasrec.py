@@ -113,10 +113,11 @@ class CatalogCrossEntropy(torch.autograd.Function):
         h, w, targets = ctx.saved_tensors
         grad_hidden = torch.empty_like(h)
         grad_weight = torch.zeros(w.shape, dtype=torch.float32, device=w.device)  # summed over blocks
-        rows = torch.arange(len(h), device=h.device)
+        rows = torch.arange(CatalogCrossEntropy.BLOCK, device=h.device)
         for i in range(0, len(h), CatalogCrossEntropy.BLOCK):
             j = slice(i, i + CatalogCrossEntropy.BLOCK)
-            grad, at = ctx.probs[j], (rows[j] - i, targets[j])
+            grad = ctx.probs[j]
+            at = rows[: len(grad)], targets[j]
             # softmax - one_hot(target) in place, then the probabilities put back: a second backward
             # (retain_graph) must find them unchanged.
             target_probs = grad[at]
